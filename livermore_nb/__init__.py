@@ -1,0 +1,1 @@
+"""livermore-nb: warm a Redis candle cache from Coinbase and inspect it."""

@@ -1,0 +1,161 @@
+"""Candles: parsing and validating API payloads, the DataFrame schema, resampling.
+
+Two shapes, one meaning:
+
+* ``Candle`` tuples (timestamp in ms, open, high, low, close, volume) on the hot
+  path from the API to Redis, where per-candle cost matters;
+* DataFrames for analysis: a UTC ``DatetimeIndex`` named ``time`` (candle open
+  time) and float columns ``open high low close volume``, oldest first.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from .errors import InvalidCandle, MalformedResponse
+from .timeframes import Timeframe
+
+FRAME_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
+
+
+class Candle(NamedTuple):
+    """One OHLCV candle; ``timestamp`` is its open time in milliseconds since epoch."""
+
+    timestamp: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+
+
+def validate_candle(candle: Candle, tf: Timeframe) -> Candle:
+    """Return ``candle`` if it is sane for ``tf``; raise InvalidCandle saying why otherwise."""
+    ts, o, h, lo, c, v = candle
+    if ts % tf.ms:
+        raise InvalidCandle(f"{tf.name} candle at {ts} ms is off the {tf.name} grid")
+    if not all(math.isfinite(x) for x in (o, h, lo, c, v)):
+        raise InvalidCandle(f"candle at {ts} ms has a non-finite value")
+    if min(o, h, lo, c) <= 0 or v < 0:
+        raise InvalidCandle(f"candle at {ts} ms has a negative or zero price or negative volume")
+    if h < lo or h < max(o, c) or lo > min(o, c):
+        raise InvalidCandle(f"candle at {ts} ms is inconsistent (high {h} < low {lo} or range)")
+    return candle
+
+
+def parse_candle(raw: dict[str, Any], tf: Timeframe) -> Candle:
+    """Parse one API candle (all values strings) and validate it."""
+    try:
+        start = raw["start"]
+        candle = Candle(
+            int(start) * 1000,
+            float(raw["open"]),
+            float(raw["high"]),
+            float(raw["low"]),
+            float(raw["close"]),
+            float(raw["volume"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidCandle(f"candle {raw!r:.120} is not numeric or misses a field") from exc
+    return validate_candle(candle, tf)
+
+
+def parse_candles_payload(payload: Any, tf: Timeframe) -> list[Candle]:
+    """Parse a ``{"candles": [...]}`` body into validated candles, newest first as sent.
+
+    A body of the wrong shape or with an invalid candle raises MalformedResponse
+    (the page is rejected whole, so nothing invalid is ever written).
+    """
+    if not isinstance(payload, dict) or not isinstance(payload.get("candles"), list):
+        raise MalformedResponse(f"expected an object with a 'candles' list, got {payload!r:.120}")
+    try:
+        return [parse_candle(raw, tf) for raw in payload["candles"]]
+    except InvalidCandle as exc:
+        raise MalformedResponse(str(exc)) from exc
+    except AttributeError as exc:  # a non-dict entry
+        raise MalformedResponse("a candle entry is not an object") from exc
+
+
+def dedupe_sorted(candles: Iterable[Candle]) -> list[Candle]:
+    """Oldest first, one candle per timestamp (the last one seen wins)."""
+    return sorted({c.timestamp: c for c in candles}.values())
+
+
+def to_frame(candles: Sequence[Candle]) -> pd.DataFrame:
+    """Candle tuples → the analysis DataFrame (oldest first, UTC index ``time``)."""
+    arr = np.asarray(candles, dtype="float64").reshape(-1, 6)
+    index = pd.DatetimeIndex(pd.to_datetime(arr[:, 0].astype("int64"), unit="ms", utc=True))
+    index = index.as_unit("ns")
+    frame = pd.DataFrame(arr[:, 1:], index=index, columns=list(FRAME_COLUMNS))
+    frame.index.name = "time"
+    return frame.sort_index()
+
+
+def from_frame(frame: pd.DataFrame) -> list[Candle]:
+    """The analysis DataFrame → candle tuples (oldest first)."""
+    stamps = pd.DatetimeIndex(frame.index).as_unit("ms").asi8
+    cols = [frame[c].to_numpy(dtype="float64").tolist() for c in FRAME_COLUMNS]
+    return [Candle(int(t), *vals) for t, *vals in zip(stamps.tolist(), *cols, strict=True)]
+
+
+def resample(frame: pd.DataFrame, seconds: int) -> pd.DataFrame:
+    """Aggregate a candle frame into UTC-aligned buckets of ``seconds``.
+
+    Open of the first, max high, min low, close of the last, summed volume; a
+    bucket exists only where at least one source candle does.
+    """
+    rule = pd.Timedelta(seconds=seconds)
+    grouped = frame.groupby(frame.index.floor(rule))
+    out = pd.DataFrame(
+        {
+            "open": grouped["open"].first(),
+            "high": grouped["high"].max(),
+            "low": grouped["low"].min(),
+            "close": grouped["close"].last(),
+            "volume": grouped["volume"].sum(),
+        }
+    )
+    out.index.name = "time"
+    return out
+
+
+def aggregate(
+    candles: Sequence[Candle], target: Timeframe, window_start_ms: int, window_end_ms: int
+) -> list[Candle]:
+    """Build ``target`` candles (e.g. 4h) from finer ones, complete buckets only.
+
+    A bucket is complete when it lies wholly inside ``[window_start_ms,
+    window_end_ms)``, the span the finer candles were fetched for and closed in;
+    hours with no trades are legitimately absent and do not make a bucket partial.
+    """
+    first = -(-window_start_ms // target.ms) * target.ms
+    last = window_end_ms // target.ms * target.ms
+    inside = [c for c in candles if first <= c.timestamp < last]
+    if not inside:
+        return []
+    return from_frame(resample(to_frame(inside), target.seconds))
+
+
+def read_recorded_csv(path: str | Path) -> pd.DataFrame:
+    """Read a recorded Coinbase CSV (``time,low,high,open,close,volume``, newest first).
+
+    ``time`` is a UTC date-time (``2023-12-29 17:55:00``) or UNIX seconds.
+
+    Returns the analysis frame, oldest first, duplicates removed.
+    """
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt") as fh:
+        raw = pd.read_csv(fh)
+    raw = raw.drop_duplicates(subset="time", keep="first")
+    index = pd.DatetimeIndex(pd.to_datetime(raw["time"], utc=True)).as_unit("ns")
+    frame = pd.DataFrame({c: raw[c].to_numpy(dtype="float64") for c in FRAME_COLUMNS}, index=index)
+    frame.index.name = "time"
+    return frame.sort_index()

@@ -1,0 +1,79 @@
+"""Timeframe names, durations, Coinbase granularities and how each is sourced.
+
+Coinbase has no four-hour granularity: ``4h`` is built from ``1h`` candles
+(``source`` names the timeframe fetched from the API).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class Timeframe:
+    """One candle timeframe as the indicator service names it."""
+
+    name: str
+    seconds: int
+    granularity: str | None
+    """Coinbase ``granularity`` value, or None when the API does not serve it."""
+    source: str
+    """Name of the timeframe fetched from the API to build this one (itself if native)."""
+
+    @property
+    def ms(self) -> int:
+        """Duration in milliseconds (Redis scores are milliseconds)."""
+        return self.seconds * 1000
+
+    @property
+    def native(self) -> bool:
+        """True when Coinbase serves this timeframe directly."""
+        return self.source == self.name
+
+    def floor(self, epoch_s: float) -> int:
+        """Start (UNIX seconds) of the bucket holding ``epoch_s``; buckets align to UTC."""
+        return int(epoch_s // self.seconds) * self.seconds
+
+
+TIMEFRAMES: dict[str, Timeframe] = {
+    tf.name: tf
+    for tf in (
+        Timeframe("1m", 60, "ONE_MINUTE", "1m"),
+        Timeframe("5m", 300, "FIVE_MINUTE", "5m"),
+        Timeframe("15m", 900, "FIFTEEN_MINUTE", "15m"),
+        Timeframe("30m", 1800, "THIRTY_MINUTE", "30m"),
+        Timeframe("1h", 3600, "ONE_HOUR", "1h"),
+        Timeframe("2h", 7200, "TWO_HOUR", "2h"),
+        Timeframe("4h", 14400, None, "1h"),
+        Timeframe("6h", 21600, "SIX_HOUR", "6h"),
+        Timeframe("1d", 86400, "ONE_DAY", "1d"),
+    )
+}
+
+GRANULARITIES: dict[str, Timeframe] = {
+    tf.granularity: tf for tf in TIMEFRAMES.values() if tf.granularity is not None
+}
+"""Coinbase granularity name → native timeframe."""
+
+DEFAULT_TIMEFRAMES: tuple[str, ...] = ("5m", "15m", "1h", "4h", "1d")
+
+
+def get_timeframe(name: str) -> Timeframe:
+    """The timeframe called ``name``; ConfigError listing the valid names otherwise."""
+    try:
+        return TIMEFRAMES[name]
+    except KeyError:
+        valid = " ".join(TIMEFRAMES)
+        raise ConfigError(f"unknown timeframe {name!r} (valid: {valid})") from None
+
+
+def parse_timeframes(names: str | Iterable[str]) -> tuple[Timeframe, ...]:
+    """Parse ``"5m,15m"`` or a list of names, keeping order and dropping repeats."""
+    items = names.split(",") if isinstance(names, str) else list(names)
+    cleaned = [n.strip() for n in items if n.strip()]
+    if not cleaned:
+        raise ConfigError("no timeframes given")
+    return tuple(get_timeframe(n) for n in dict.fromkeys(cleaned))
