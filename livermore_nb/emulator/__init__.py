@@ -1,0 +1,48 @@
+"""A local Coinbase Advanced Trade candles API: the offline demo and the test double.
+
+Serves ``GET /api/v3/brokerage/products/{id}/candles`` (JWT, ES256 or EdDSA) and
+``GET /api/v3/brokerage/market/products/{id}/candles`` (public) like Coinbase:
+
+* ``start``/``end`` are UNIX seconds; a bucket starting at ``t`` is returned when
+  ``start <= t < end`` (``end_inclusive=True``: ``t <= end``); more than 350
+  buckets (``ceil((end - start) / granularity)``) is a 400 with Coinbase's body.
+* Candles come newest first, values as strings; buckets without trades are
+  omitted; the bucket holding "now" is the open candle, built from data up to now.
+* Recorded products (``{PRODUCT}.csv.gz`` in ``data_dir``, default the packaged
+  BTC/ETH/DOGE/XTZ) are shifted by whole minutes so their newest minute is the
+  minute of ``anchor``, fixed when the Emulator is created: values never change
+  while it runs, and no new minutes appear after the anchor.
+* Synthetic products (``DEFAULT_SYNTHETIC`` and any ``SYN<digits>-USD``) are
+  seeded random walks, deterministic per (seed, product, granularity), reaching
+  ``history_days`` back. ``illiquid`` products (default ICP-USD, and XTZ-USD's
+  synthetic history) omit ~30 % of their buckets.
+* ``extend_history=True`` serves buckets before a recorded product's first
+  recorded minute from a synthetic walk ending at its first recorded open;
+  ``describe()`` / ``GET /_emulator/products`` label them (``synthetic_before``).
+* Rate limits: a sliding second per key name (private) or client IP (public);
+  429 with ``Retry-After: <retry_after_s as %g>``. Rejected requests count
+  toward the window, so hammering keeps a client locked out.
+* Faults (after auth and rate limiting, seeded): latency, 5xx, stalls, malformed
+  200 bodies. Statistics: ``emulator.stats`` or ``GET /_emulator/stats``,
+  ``POST /_emulator/reset``.
+"""
+
+from .config import DEFAULT_ILLIQUID, DEFAULT_SYNTHETIC, EmulatorConfig
+from .keys import TestKey, load_public_keys, make_test_key, public_key_from_secret, write_key_file
+from .server import Emulator, EmulatorThread, serve
+from .traffic import EmulatorStats
+
+__all__ = [
+    "DEFAULT_ILLIQUID",
+    "DEFAULT_SYNTHETIC",
+    "Emulator",
+    "EmulatorConfig",
+    "EmulatorStats",
+    "EmulatorThread",
+    "TestKey",
+    "load_public_keys",
+    "make_test_key",
+    "public_key_from_secret",
+    "serve",
+    "write_key_file",
+]
