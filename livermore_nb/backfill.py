@@ -1,0 +1,511 @@
+"""Startup backfill: plan the series, fetch them paced, write each as it lands, gate on it.
+
+``await backfill(BackfillConfig(symbols=("BTC-USD",)))`` returns a
+:class:`BackfillReport`; ``report.ready`` is the readiness gate and
+``report.exit_code`` what the CLI exits with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+
+from .candles import Candle, aggregate
+from .coinbase import DEFAULT_API_URL, CoinbaseClient, Credentials, load_credentials
+from .errors import (
+    EXIT_NOT_READY,
+    EXIT_OK,
+    AuthError,
+    ConfigError,
+    LivermoreError,
+    ProductNotFound,
+    StoreError,
+    UpstreamError,
+)
+from .ratelimit import Pacer, RequestStats, RetryPolicy
+from .store import DEFAULT_KEY_TEMPLATE, CandleStore, SeriesInfo, check_key_template, connect
+from .timeframes import DEFAULT_TIMEFRAMES, Timeframe, get_timeframe, parse_timeframes
+
+PRIVATE_RATE = 25.0
+PUBLIC_RATE = 8.0
+SYMBOL_RE = re.compile(r"^[A-Z0-9]{1,20}-[A-Z0-9]{1,20}$")
+
+EventSink = Callable[[dict[str, Any]], None]
+
+
+def parse_symbols(symbols: str | Sequence[str]) -> tuple[str, ...]:
+    """Normalise ``"btc-usd,ETH-USD"`` or a list to unique upper-case product ids."""
+    items = symbols.replace("\n", ",").split(",") if isinstance(symbols, str) else list(symbols)
+    cleaned = [s.strip().upper() for s in items if s and s.strip()]
+    if not cleaned:
+        raise ConfigError("no symbols given")
+    for symbol in cleaned:
+        if not SYMBOL_RE.match(symbol):
+            raise ConfigError(f"malformed symbol {symbol!r} (expected a product id like BTC-USD)")
+    return tuple(dict.fromkeys(cleaned))
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackfillConfig:
+    """Everything a backfill needs except secrets (those come from the environment)."""
+
+    symbols: tuple[str, ...]
+    timeframes: tuple[str, ...] = DEFAULT_TIMEFRAMES
+    candles: int = 300
+    """Closed candles wanted per series."""
+    min_candles: int = 150
+    """The readiness gate: a series with fewer candles in Redis is ``short``."""
+    rate: float | None = None
+    """Requests per second; None = 25 with a key (private endpoint), 8 without."""
+    concurrency: int = 16
+    redis_url: str | None = None
+    api_url: str | None = None
+    key_template: str = DEFAULT_KEY_TEMPLATE
+    user_id: int = 1
+    exchange_id: int = 1
+    keep: int = 1000
+    ttl: int = 86400
+    include_open: bool = False
+    full: bool = False
+    """Refetch every series even when Redis already holds it."""
+    page_size: int = 300
+    max_pages: int = 20
+    """Bound on pages per series when paging back through an illiquid product's gaps."""
+    timeout_s: float = 10.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "symbols", parse_symbols(self.symbols))
+        set_(self, "timeframes", tuple(tf.name for tf in parse_timeframes(self.timeframes)))
+        checks = [
+            (self.candles >= 1, f"--candles must be at least 1, got {self.candles}"),
+            (self.min_candles >= 0, f"--min-candles must be ≥ 0, got {self.min_candles}"),
+            (
+                self.min_candles <= self.candles,
+                f"--min-candles ({self.min_candles}) cannot exceed --candles ({self.candles})",
+            ),
+            (self.rate is None or self.rate > 0, f"--rate must be > 0, got {self.rate}"),
+            (self.concurrency >= 1, f"--concurrency must be ≥ 1, got {self.concurrency}"),
+            (1 <= self.page_size <= 350, f"page size must be 1..350, got {self.page_size}"),
+            (self.keep == 0 or self.keep >= self.candles, "--keep must be 0 or ≥ --candles"),
+            (self.ttl >= 0, f"--ttl must be ≥ 0, got {self.ttl}"),
+            (self.max_pages >= 1, "max pages must be ≥ 1"),
+            (self.timeout_s > 0, "timeout must be > 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        check_key_template(self.key_template)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One API series to fetch (``source``) and the series written from it."""
+
+    symbol: str
+    source: Timeframe
+    targets: tuple[Timeframe, ...]
+
+
+def plan(symbols: Sequence[str], timeframes: Sequence[str]) -> list[Task]:
+    """Group timeframes by API source (4h rides on 1h); shortest first, symbols interleaved."""
+    by_source: dict[str, list[Timeframe]] = {}
+    for name in timeframes:
+        tf = get_timeframe(name)
+        by_source.setdefault(tf.source, []).append(tf)
+    sources = sorted(by_source, key=lambda s: get_timeframe(s).seconds)
+    return [
+        Task(symbol, get_timeframe(source), tuple(by_source[source]))
+        for source in sources
+        for symbol in symbols
+    ]
+
+
+@dataclass(frozen=True)
+class Window:
+    """Which candles of one target series to fetch: ``[start_s, end_s)``; ``full`` = cold."""
+
+    start_s: int
+    end_s: int
+    full: bool
+
+
+def target_window(
+    tf: Timeframe, info: SeriesInfo, now: float, config: BackfillConfig
+) -> Window | None:
+    """The window still missing for a series, or None when no new candle can exist yet."""
+    closed_end = tf.floor(now)
+    end = closed_end + tf.seconds if config.include_open else closed_end
+    cold_start = end - config.candles * tf.seconds
+    warm = not config.full and info.last_ms is not None and info.count >= config.candles
+    if not warm or info.last_ms is None:
+        return Window(cold_start, end, True)
+    last_s = info.last_ms // 1000
+    if config.include_open:
+        return Window(max(last_s, cold_start), end, last_s < cold_start)
+    if last_s + tf.seconds >= closed_end:
+        return None
+    return Window(max(last_s + tf.seconds, cold_start), end, last_s + tf.seconds < cold_start)
+
+
+@dataclass
+class SeriesResult:
+    """How one series ended: candles now in Redis, first/last open time, status."""
+
+    symbol: str
+    timeframe: str
+    candles: int = 0
+    first: str | None = None
+    last: str | None = None
+    status: str = "failed"
+    error: str | None = None
+    fetched: int = 0
+
+
+@dataclass
+class BackfillReport:
+    """The outcome of a backfill: the readiness gate, counters, and one row per series."""
+
+    ready: bool
+    duration_s: float
+    requests: int
+    retries: int
+    rate_limited: int
+    series: list[SeriesResult]
+    error: str | None = None
+    """Why the run stopped early (authentication, Redis, interruption), if it did."""
+    fatal_exit_code: int | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """0 ready, 3 some series short/failed, or the code of the error that stopped the run."""
+        if self.fatal_exit_code is not None:
+            return self.fatal_exit_code
+        return EXIT_OK if self.ready else EXIT_NOT_READY
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report JSON of DESIGN.md (plus ``error`` when the run stopped early)."""
+        return {
+            "ready": self.ready,
+            "duration_s": round(self.duration_s, 3),
+            "requests": self.requests,
+            "retries": self.retries,
+            "rate_limited": self.rate_limited,
+            "error": self.error,
+            "series": [
+                {
+                    k: getattr(s, k)
+                    for k in ("symbol", "timeframe", "candles", "first", "last", "status", "error")
+                }
+                for s in self.series
+            ],
+        }
+
+    def to_frame(self) -> Any:
+        """The per-series table as a pandas DataFrame."""
+        import pandas as pd
+
+        return pd.DataFrame(self.to_dict()["series"])
+
+
+class NotReady(LivermoreError):
+    """The readiness gate failed: some series are short or failed."""
+
+
+def raise_for_gate(report: BackfillReport) -> None:
+    """Raise NotReady naming the series that failed the gate (for notebooks and scripts)."""
+    if report.ready:
+        return
+    bad = [f"{s.symbol} {s.timeframe} ({s.status}: {s.error or s.candles})" for s in report.series]
+    bad = [b for b, s in zip(bad, report.series, strict=True) if s.status != "ready"]
+    reason = report.error or f"{len(bad)} series not ready"
+    raise NotReady(f"{reason}: " + "; ".join(bad[:20]) + (" …" if len(bad) > 20 else ""))
+
+
+def _iso(ms: int | None) -> str | None:
+    """Milliseconds since epoch as an ISO-8601 UTC string."""
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def resolve_rate(config: BackfillConfig, credentials: Credentials | None) -> float:
+    """The configured rate, or the default for the endpoint in use."""
+    return config.rate or (PRIVATE_RATE if credentials else PUBLIC_RATE)
+
+
+class _Run:
+    """One backfill run: shared client, store, results and progress."""
+
+    def __init__(
+        self,
+        config: BackfillConfig,
+        client: CoinbaseClient,
+        store: CandleStore,
+        infos: dict[tuple[str, str], SeriesInfo],
+        emit: EventSink,
+        clock: Callable[[], float],
+    ) -> None:
+        self.config = config
+        self.client = client
+        self.store = store
+        self.infos = infos
+        self.emit = emit
+        self.clock = clock
+        self.results: dict[tuple[str, str], SeriesResult] = {
+            key: SeriesResult(*key, error="not started") for key in infos
+        }
+        self.unknown: set[str] = set()
+        self.done = 0
+        self.started = time.monotonic()
+
+    async def run_task(self, task: Task) -> None:
+        """Fetch, derive and write the series of one task; record each outcome."""
+        try:
+            if task.symbol in self.unknown:
+                raise ProductNotFound(404, f"Product {task.symbol} not supported")
+            await self._fetch_and_write(task)
+        except (AuthError, StoreError):
+            raise
+        except UpstreamError as exc:
+            if isinstance(exc, ProductNotFound):
+                self.unknown.add(task.symbol)
+            for tf in task.targets:
+                self._record_failure(task.symbol, tf, str(exc))
+        self.done += len(task.targets)
+        self._progress()
+
+    async def _fetch_and_write(self, task: Task) -> None:
+        now = self.clock()
+        windows = {
+            tf: target_window(tf, self.infos[(task.symbol, tf.name)], now, self.config)
+            for tf in task.targets
+        }
+        todo = {tf: w for tf, w in windows.items() if w is not None}
+        for tf in task.targets:
+            if tf not in todo:
+                self._record(task.symbol, tf, self.infos[(task.symbol, tf.name)], fetched=0)
+        if not todo:
+            return
+        start = min(w.start_s for w in todo.values())
+        end = min(max(w.end_s for w in todo.values()), task.source.floor(now) + task.source.seconds)
+        cold = [(tf, w) for tf, w in todo.items() if w.full]
+
+        def more_needed(found: Sequence[Candle]) -> bool:
+            return any(
+                len({c.timestamp // tf.ms for c in found if c.timestamp < w.end_s * 1000})
+                - (0 if tf.native else 1)  # the oldest aggregated bucket may be partial
+                < self.config.candles
+                for tf, w in cold
+            )
+
+        found = await self.client.fetch(
+            task.symbol,
+            task.source,
+            start,
+            end,
+            more_needed=more_needed if cold else None,
+            max_pages=self.config.max_pages,
+        )
+        covered_ms = min([start * 1000, *(c.timestamp for c in found[:1])])
+        for tf, window in todo.items():
+            series = self._series_for(tf, window, found, covered_ms)
+            info = await self.store.write(task.symbol, tf, series)
+            self._record(task.symbol, tf, info, fetched=len(series))
+
+    def _series_for(
+        self, tf: Timeframe, window: Window, found: Sequence[Candle], covered_ms: int
+    ) -> list[Candle]:
+        """The newest candles of one target in its window, aggregated if not native."""
+        end_ms = window.end_s * 1000
+        if tf.native:
+            series = [c for c in found if c.timestamp < end_ms]
+        else:
+            series = aggregate(found, tf, covered_ms, end_ms)
+        if not window.full:
+            series = [c for c in series if c.timestamp >= window.start_s * 1000]
+        return series[-self.config.candles :]
+
+    def _record(self, symbol: str, tf: Timeframe, info: SeriesInfo, fetched: int) -> None:
+        ready = info.count >= self.config.min_candles
+        self.results[(symbol, tf.name)] = SeriesResult(
+            symbol,
+            tf.name,
+            candles=info.count,
+            first=_iso(info.first_ms),
+            last=_iso(info.last_ms),
+            status="ready" if ready else "short",
+            error=None if ready else f"{info.count} < {self.config.min_candles} candles",
+            fetched=fetched,
+        )
+
+    def _record_failure(self, symbol: str, tf: Timeframe, error: str) -> None:
+        info = self.infos[(symbol, tf.name)]
+        result = SeriesResult(
+            symbol, tf.name, info.count, _iso(info.first_ms), _iso(info.last_ms), "failed", error
+        )
+        self.results[(symbol, tf.name)] = result
+
+    def _progress(self) -> None:
+        total = len(self.results)
+        elapsed = time.monotonic() - self.started
+        eta = elapsed / self.done * (total - self.done) if self.done else None
+        self.emit(
+            {
+                "event": "backfill_progress",
+                "done": self.done,
+                "total": total,
+                "percent": round(100 * self.done / total, 1) if total else 100.0,
+                "eta_s": None if eta is None else round(eta, 1),
+                "errors": sum(r.status == "failed" for r in self.results.values()),
+                "requests": self.client.stats.requests,
+            }
+        )
+
+
+async def _work(run: _Run, queue: asyncio.Queue[Task]) -> None:
+    """A worker: take tasks in priority order until none are left."""
+    while True:
+        try:
+            task = queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return
+        await run.run_task(task)
+
+
+async def backfill(
+    config: BackfillConfig,
+    *,
+    env: Mapping[str, str] | None = None,
+    on_event: EventSink | None = None,
+    stop: asyncio.Event | None = None,
+    clock: Callable[[], float] = time.time,
+) -> BackfillReport:
+    """Fill Redis for every series of ``config`` and report which are ready.
+
+    Raises ConfigError (bad options or key) and RedisUnavailable (Redis down at
+    start) before any request is sent; failures later on are in the report.
+    Setting ``stop`` interrupts the run: written series stay, the rest are failed.
+    """
+    env = os.environ if env is None else env
+    emit = on_event or (lambda event: None)
+    credentials = load_credentials(env)
+    api_url = config.api_url or env.get("COINBASE_API_URL") or DEFAULT_API_URL
+    rate = resolve_rate(config, credentials)
+    redis = connect(config.redis_url)
+    started = time.monotonic()
+    stats = RequestStats()
+    try:
+        store = CandleStore(
+            redis,
+            key_template=config.key_template,
+            user_id=config.user_id,
+            exchange_id=config.exchange_id,
+            keep=config.keep,
+            ttl=config.ttl,
+        )
+        await store.ping()
+        tasks = plan(config.symbols, config.timeframes)
+        keys = [(t.symbol, tf) for t in tasks for tf in t.targets]
+        infos = dict(zip([(s, tf.name) for s, tf in keys], await store.info(keys), strict=True))
+        emit(
+            {
+                "event": "backfill_start",
+                "symbols": len(config.symbols),
+                "series": len(keys),
+                "requests_planned": len(tasks),
+                "rate": rate,
+                "endpoint": "private" if credentials else "public",
+            }
+        )
+        timeout = aiohttp.ClientTimeout(total=config.timeout_s)
+        connector = aiohttp.TCPConnector(limit=config.concurrency * 4)
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+            client = CoinbaseClient(
+                session,
+                api_url=api_url,
+                credentials=credentials,
+                pacer=Pacer(rate),
+                retry=config.retry,
+                stats=stats,
+                page_size=config.page_size,
+                clock=clock,
+            )
+            run = _Run(config, client, store, infos, emit, clock)
+            error, code = await _run_workers(run, tasks, config.concurrency, stop)
+    finally:
+        await redis.aclose()
+    results = list(run.results.values())
+    report = BackfillReport(
+        ready=error is None and all(r.status == "ready" for r in results),
+        duration_s=time.monotonic() - started,
+        requests=stats.requests,
+        retries=stats.retries,
+        rate_limited=stats.rate_limited,
+        series=results,
+        error=error,
+        fatal_exit_code=code,
+    )
+    emit(
+        {
+            "event": "backfill_complete",
+            "ready": report.ready,
+            "duration_s": round(report.duration_s, 3),
+            "requests": report.requests,
+            "retries": report.retries,
+            "rate_limited": report.rate_limited,
+            "ready_series": sum(r.status == "ready" for r in results),
+            "short_series": sum(r.status == "short" for r in results),
+            "failed_series": sum(r.status == "failed" for r in results),
+            "error": error,
+        }
+    )
+    return report
+
+
+async def _run_workers(
+    run: _Run, tasks: list[Task], concurrency: int, stop: asyncio.Event | None
+) -> tuple[str | None, int | None]:
+    """Run the tasks on ``concurrency`` workers; (error, exit code) if the run stopped early."""
+    queue: asyncio.Queue[Task] = asyncio.Queue()
+    for task in tasks:
+        queue.put_nowait(task)
+    workers = [asyncio.create_task(_work(run, queue)) for _ in range(concurrency)]
+    waiters = set(workers)
+    stopper = asyncio.create_task(stop.wait()) if stop is not None else None
+    if stopper is not None:
+        waiters.add(stopper)
+    error: str | None = None
+    code: int | None = None
+    try:
+        while not all(w.done() for w in workers):
+            done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            waiters -= done
+            if stopper in done:
+                error, code = "interrupted before every series was fetched", EXIT_NOT_READY
+                break
+            failed = [w for w in done if w.exception() is not None]
+            if failed:
+                exc = failed[0].exception()
+                if not isinstance(exc, LivermoreError):
+                    raise exc  # type: ignore[misc]
+                error, code = str(exc), exc.exit_code
+                break
+    finally:
+        for pending in [*workers, *([stopper] if stopper else [])]:
+            pending.cancel()
+        await asyncio.gather(*workers, *([stopper] if stopper else []), return_exceptions=True)
+    if error is not None:
+        for key, result in run.results.items():
+            if result.error == "not started":
+                run.results[key] = replace(result, error=error)
+    return error, code

@@ -1,0 +1,193 @@
+"""The ``livermore-nb`` command: parses options, builds configs, calls the library.
+
+Exit codes (DESIGN.md): 0 ready; 2 usage or configuration error; 3 some series
+short or failed; 4 Redis unreachable; 5 authentication rejected. Each
+:class:`~livermore_nb.errors.LivermoreError` carries its own code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .backfill import BackfillConfig, BackfillReport, backfill
+from .errors import EXIT_USAGE, ConfigError, LivermoreError
+from .progress import BarSink, LogSink, fan_out
+from .store import DEFAULT_KEY_TEMPLATE
+from .timeframes import DEFAULT_TIMEFRAMES
+
+SECRETS_NOTE = (
+    "Secrets come only from the environment: COINBASE_API_KEY_NAME with "
+    "COINBASE_API_PRIVATE_KEY or COINBASE_API_PRIVATE_KEY_FILE (no key: public endpoint)."
+)
+
+
+def read_symbols_file(path: str) -> str:
+    """Symbols from a file: one per line or comma-separated, ``#`` starts a comment."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read symbols file {path}: {exc.strerror}") from None
+    symbols = ",".join(line.split("#", 1)[0] for line in text.splitlines())
+    if not symbols.replace(",", "").strip():
+        raise ConfigError(f"symbols file {path} lists no symbols")
+    return symbols
+
+
+def add_series_options(parser: argparse.ArgumentParser) -> None:
+    """--symbols/--symbols-file, --timeframes and --redis-url (shared by most commands)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--symbols", help="comma-separated product ids, e.g. BTC-USD,ETH-USD")
+    group.add_argument("--symbols-file", metavar="FILE", help="file of product ids")
+    parser.add_argument(
+        "--timeframes", default=",".join(DEFAULT_TIMEFRAMES), help="default: %(default)s"
+    )
+    parser.add_argument(
+        "--redis-url", metavar="URL", help="default: $REDIS_URL, else an embedded Redis"
+    )
+    parser.add_argument("--key-template", default=DEFAULT_KEY_TEMPLATE, help="default: %(default)s")
+    parser.add_argument("--user-id", type=int, default=1)
+    parser.add_argument("--exchange-id", type=int, default=1)
+
+
+def add_backfill_options(parser: argparse.ArgumentParser) -> None:
+    """Every option of ``backfill`` (``startup`` takes the same)."""
+    add_series_options(parser)
+    defaults = BackfillConfig(symbols=("BTC-USD",))
+    parser.add_argument(
+        "--candles", type=int, default=defaults.candles, help="default: %(default)s"
+    )
+    parser.add_argument(
+        "--min-candles", type=int, default=defaults.min_candles, help="gate; default: %(default)s"
+    )
+    parser.add_argument("--rate", type=float, help="requests/s; default 25 with a key, 8 without")
+    parser.add_argument("--concurrency", type=int, default=defaults.concurrency)
+    parser.add_argument("--api-url", metavar="URL", help="default: $COINBASE_API_URL or Coinbase")
+    parser.add_argument("--keep", type=int, default=defaults.keep, help="default: %(default)s")
+    parser.add_argument(
+        "--ttl", type=int, default=defaults.ttl, help="seconds, 0 = none; default: %(default)s"
+    )
+    parser.add_argument("--include-open", action="store_true", help="also write the open candle")
+    parser.add_argument("--full", action="store_true", help="refetch series already in Redis")
+    parser.add_argument("--page-size", type=int, default=defaults.page_size)
+    parser.add_argument("--timeout", type=float, default=defaults.timeout_s, help="per request, s")
+    parser.add_argument("--report", metavar="FILE.json", help="write the report JSON here")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text")
+
+
+def config_from_args(args: argparse.Namespace) -> BackfillConfig:
+    """Build the BackfillConfig the options describe (ConfigError when they are invalid)."""
+    if args.symbols_file:
+        symbols: Any = read_symbols_file(args.symbols_file)
+    elif args.symbols:
+        symbols = args.symbols
+    else:
+        raise ConfigError("give --symbols or --symbols-file")
+    return BackfillConfig(
+        symbols=symbols,
+        timeframes=args.timeframes,
+        candles=args.candles,
+        min_candles=args.min_candles,
+        rate=args.rate,
+        concurrency=args.concurrency,
+        redis_url=args.redis_url,
+        api_url=args.api_url,
+        key_template=args.key_template,
+        user_id=args.user_id,
+        exchange_id=args.exchange_id,
+        keep=args.keep,
+        ttl=args.ttl,
+        include_open=args.include_open,
+        full=args.full,
+        page_size=args.page_size,
+        timeout_s=args.timeout,
+    )
+
+
+def format_report(report: BackfillReport) -> str:
+    """The per-series table and a one-line verdict, for people."""
+    frame = report.to_frame()
+    table = frame.to_string(index=False) if len(frame) else "(no series)"
+    verdict = "READY" if report.ready else "NOT READY"
+    counts = frame["status"].value_counts().to_dict() if len(frame) else {}
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    line = (
+        f"{verdict}: {summary} in {report.duration_s:.1f}s, {report.requests} requests, "
+        f"{report.retries} retries, {report.rate_limited} rate-limited"
+    )
+    return f"{table}\n{line}" + (f"\nstopped early: {report.error}" if report.error else "")
+
+
+def write_report(report: BackfillReport, path: str | None) -> None:
+    """Write the report JSON to ``path`` if one was given."""
+    if path:
+        Path(path).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+
+
+async def run_with_signals(config: BackfillConfig, sink: Any) -> BackfillReport:
+    """Run a backfill; SIGINT/SIGTERM stop it cleanly (written series stay)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        return await backfill(config, on_event=sink, stop=stop)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    """``livermore-nb backfill``: fill Redis, print the table, exit with the gate's code."""
+    config = config_from_args(args)
+    log_sink = LogSink(args.log_format)
+    sink = fan_out(BarSink(file=sys.stderr), log_sink) if sys.stderr.isatty() else log_sink
+    report = asyncio.run(run_with_signals(config, sink))
+    write_report(report, args.report)
+    if args.log_format == "json":
+        print(json.dumps(report.to_dict()))
+    else:
+        print(format_report(report))
+    return report.exit_code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand attached."""
+    parser = argparse.ArgumentParser(
+        prog="livermore-nb",
+        description="Warm a Redis candle cache from Coinbase and gate startup on it.",
+        epilog=SECRETS_NOTE,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    backfill_parser = sub.add_parser(
+        "backfill", help="fetch candle history into Redis", epilog=SECRETS_NOTE
+    )
+    add_backfill_options(backfill_parser)
+    backfill_parser.set_defaults(func=cmd_backfill)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: run a subcommand and map errors to exit codes, one line each."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except LivermoreError as exc:
+        print(f"livermore-nb: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("livermore-nb: interrupted", file=sys.stderr)
+        return EXIT_USAGE + 128
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,276 @@
+"""The Coinbase Advanced Trade candles client: credentials, JWT signing, paging.
+
+aiohttp errors and HTTP statuses are translated into :mod:`livermore_nb.errors`
+here and nowhere else. Key material never reaches a log line, an exception
+message or a ``repr``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import os
+import secrets
+import stat
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import aiohttp
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+from .candles import Candle, dedupe_sorted, parse_candles_payload
+from .errors import ConfigError, MalformedResponse, RateLimited, TransportError, error_for_status
+from .ratelimit import Pacer, RequestStats, RetryPolicy, on_rate_limited, retrying
+from .timeframes import Timeframe
+
+log = logging.getLogger(__name__)
+
+DEFAULT_API_URL = "https://api.coinbase.com"
+PRIVATE_PATH = "/api/v3/brokerage/products/{product}/candles"
+PUBLIC_PATH = "/api/v3/brokerage/market/products/{product}/candles"
+MAX_BUCKETS = 350
+JWT_LIFETIME_S = 120
+
+PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A CDP API key: its name and the parsed private key (never shown in repr)."""
+
+    key_name: str
+    private_key: PrivateKey = field(repr=False)
+
+    @property
+    def algorithm(self) -> str:
+        """JWT ``alg``: ES256 for EC P-256 keys, EdDSA for Ed25519 keys."""
+        return "EdDSA" if isinstance(self.private_key, ed25519.Ed25519PrivateKey) else "ES256"
+
+
+def parse_private_key(text: str) -> PrivateKey:
+    """Parse an EC P-256 PEM (literal backslash-n allowed) or a base64 Ed25519 key."""
+    text = text.strip().replace("\\n", "\n")
+    if "-----BEGIN" in text:
+        try:
+            key = load_pem_private_key(text.encode(), password=None)
+        except (ValueError, TypeError):
+            raise ConfigError("the Coinbase private key is not a readable PEM key") from None
+        if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
+            return key
+        if isinstance(key, ed25519.Ed25519PrivateKey):
+            return key
+        raise ConfigError("the Coinbase private key must be EC P-256 (ES256) or Ed25519 (EdDSA)")
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError("the Coinbase private key is neither a PEM nor base64 Ed25519") from None
+    if len(raw) not in (32, 64):
+        raise ConfigError("a base64 Ed25519 key must decode to 32 or 64 bytes")
+    return ed25519.Ed25519PrivateKey.from_private_bytes(raw[:32])
+
+
+def read_key_file(path: Path) -> tuple[str | None, str]:
+    """Read a key file: a CDP ``{"name", "privateKey"}`` JSON file or a bare key."""
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read key file {path}: {exc.strerror}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning("key file %s is readable by others than its owner (chmod 600 it)", path)
+    if text.lstrip().startswith("{"):
+        try:
+            doc = json.loads(text)
+            return doc.get("name"), doc["privateKey"]
+        except (ValueError, KeyError, AttributeError):
+            raise ConfigError(f"key file {path} is not a CDP key JSON file") from None
+    return None, text
+
+
+def load_credentials(env: Mapping[str, str] = os.environ) -> Credentials | None:
+    """Credentials from the environment, or None to use the public endpoint."""
+    name = env.get("COINBASE_API_KEY_NAME") or None
+    secret = env.get("COINBASE_API_PRIVATE_KEY") or None
+    key_file = env.get("COINBASE_API_PRIVATE_KEY_FILE") or None
+    if secret is None and key_file is not None:
+        file_name, secret = read_key_file(Path(key_file))
+        name = name or file_name
+    if secret is None and name is None:
+        return None
+    if secret is None or name is None:
+        raise ConfigError(
+            "set COINBASE_API_KEY_NAME together with COINBASE_API_PRIVATE_KEY "
+            "or COINBASE_API_PRIVATE_KEY_FILE (or neither, for the public endpoint)"
+        )
+    return Credentials(name, parse_private_key(secret))
+
+
+def build_jwt(credentials: Credentials, method: str, host: str, path: str, now: float) -> str:
+    """A fresh request JWT: claims and headers as Coinbase's CDP keys require."""
+    claims = {
+        "sub": credentials.key_name,
+        "iss": "cdp",
+        "nbf": int(now),
+        "exp": int(now) + JWT_LIFETIME_S,
+        "uri": f"{method} {host}{path}",
+    }
+    headers = {"kid": credentials.key_name, "nonce": secrets.token_hex(16)}
+    return jwt.encode(
+        claims, credentials.private_key, algorithm=credentials.algorithm, headers=headers
+    )
+
+
+def _error_detail(body: bytes) -> str:
+    """A short human detail from an error body (Coinbase's ``message``/``error_details``)."""
+    try:
+        doc = json.loads(body)
+        detail = doc.get("message") or doc.get("error_details") or doc.get("error")
+    except (ValueError, AttributeError):
+        detail = None
+    return str(detail or body[:200].decode("utf-8", "replace").strip() or "no detail")
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (seconds form only), or None."""
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class Page:
+    """One request's worth of buckets: ``[start_s, end_s)``."""
+
+    start_s: int
+    end_s: int
+
+
+def page_windows(tf: Timeframe, start_s: int, end_s: int, page_size: int) -> list[Page]:
+    """Split ``[start_s, end_s)`` into pages of ≤ ``page_size`` buckets, newest first."""
+    span = page_size * tf.seconds
+    pages = []
+    end = end_s
+    while end > start_s:
+        pages.append(Page(max(start_s, end - span), end))
+        end -= span
+    return pages
+
+
+class CoinbaseClient:
+    """Fetches candles through one aiohttp session, paced, retried and validated."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        api_url: str,
+        credentials: Credentials | None,
+        pacer: Pacer,
+        retry: RetryPolicy,
+        stats: RequestStats,
+        page_size: int = 300,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        parts = urlsplit(api_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"API URL must be http(s)://host[:port], got {api_url!r}")
+        if not 1 <= page_size <= MAX_BUCKETS:
+            raise ConfigError(f"page size must be 1..{MAX_BUCKETS}, got {page_size}")
+        self._session = session
+        self._origin = f"{parts.scheme}://{parts.netloc}"
+        self._host = parts.netloc
+        self._path_prefix = parts.path.rstrip("/")
+        self._credentials = credentials
+        self._pacer = pacer
+        self._retry = retry
+        self.stats = stats
+        self.page_size = page_size
+        self._clock = clock
+
+    async def candles(self, product: str, tf: Timeframe, page: Page) -> list[Candle]:
+        """One page of candles in ``[start, end)``, oldest first, retried as the policy says."""
+        async for attempt in retrying(self._retry, self.stats):
+            with attempt:
+                return await self._request(product, tf, page)
+        raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    async def fetch(
+        self,
+        product: str,
+        tf: Timeframe,
+        start_s: int,
+        end_s: int,
+        *,
+        more_needed: Callable[[Sequence[Candle]], bool] | None = None,
+        max_pages: int = 20,
+    ) -> list[Candle]:
+        """Candles in ``[start_s, end_s)``; then, while ``more_needed``, page further back.
+
+        The window's pages are fetched concurrently. Paging back stops at an empty
+        page (the product's history ended) or after ``max_pages`` pages in all.
+        """
+        pages = page_windows(tf, start_s, end_s, self.page_size)
+        results = await asyncio.gather(*(self.candles(product, tf, p) for p in pages))
+        found = [c for batch in results for c in batch]
+        oldest = pages[-1].start_s if pages else end_s
+        last_batch_empty = bool(results) and not results[-1]
+        while (
+            more_needed and more_needed(found) and len(pages) < max_pages and not last_batch_empty
+        ):
+            page = Page(oldest - self.page_size * tf.seconds, oldest)
+            batch = await self.candles(product, tf, page)
+            pages.append(page)
+            found.extend(batch)
+            oldest, last_batch_empty = page.start_s, not batch
+        return dedupe_sorted(found)
+
+    async def _request(self, product: str, tf: Timeframe, page: Page) -> list[Candle]:
+        """Send one request (after the pacer's slot) and translate whatever comes back."""
+        if tf.granularity is None:
+            raise ConfigError(f"Coinbase has no {tf.name} granularity; fetch {tf.source}")
+        path = self._path_prefix + (PRIVATE_PATH if self._credentials else PUBLIC_PATH).format(
+            product=quote(product, safe="")
+        )
+        params = {"start": str(page.start_s), "end": str(page.end_s), "granularity": tf.granularity}
+        await self._pacer.acquire()
+        headers = {}
+        if self._credentials is not None:
+            token = build_jwt(self._credentials, "GET", self._host, path, self._clock())
+            headers["Authorization"] = f"Bearer {token}"
+        self.stats.requests += 1
+        try:
+            async with self._session.get(
+                self._origin + path, params=params, headers=headers
+            ) as resp:
+                body = await resp.read()
+                status, retry_after = resp.status, resp.headers.get("Retry-After")
+        except TimeoutError:
+            raise TransportError(f"{product} {tf.name}: request timed out") from None
+        except aiohttp.ClientError as exc:
+            raise TransportError(f"{product} {tf.name}: {type(exc).__name__}: {exc}") from None
+        if status != 200:
+            error = error_for_status(status, _error_detail(body), _retry_after(retry_after))
+            if isinstance(error, RateLimited):
+                on_rate_limited(error, self._pacer, self._retry, self.stats)
+            raise error
+        return self._parse(body, tf, page)
+
+    @staticmethod
+    def _parse(body: bytes, tf: Timeframe, page: Page) -> list[Candle]:
+        """Validated candles of the page's window (some servers include ``end``)."""
+        try:
+            payload: Any = json.loads(body)
+        except ValueError:
+            raise MalformedResponse(f"body is not JSON: {body[:80]!r}") from None
+        lo, hi = page.start_s * 1000, page.end_s * 1000
+        return [c for c in parse_candles_payload(payload, tf) if lo <= c.timestamp < hi]

