@@ -74,6 +74,8 @@ class _Spec:
 
 def _ema(x: np.ndarray, period: int, alpha: float) -> np.ndarray:
     """Per column of 2-D ``x``: EMA of its finite values, seeded with the SMA of the first N."""
+    if len(x) < period:
+        return np.full_like(x, np.nan)
     valid = np.isfinite(x)
     count = np.cumsum(valid, axis=0)
     live = (count >= period) & valid
@@ -109,7 +111,9 @@ def _gap_after(index: pd.DatetimeIndex, timeframe_seconds: int | None) -> np.nda
     step_ns = np.diff(index.as_unit("ns").asi8)
     if timeframe_seconds is None:  # infer the timeframe as the shortest spacing
         timeframe_seconds = int(step_ns.min() // 10**9) if step_ns.size else 1
-    return np.concatenate([[False], step_ns > timeframe_seconds * 10**9])
+    after = np.zeros(len(index), dtype=bool)
+    after[1:] = step_ns > timeframe_seconds * 10**9
+    return after
 
 
 def _fresh(df: pd.DataFrame, spec: _Spec) -> np.ndarray:

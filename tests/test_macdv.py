@@ -133,6 +133,16 @@ def test_flat_market_gives_nan_without_warnings() -> None:
     assert got["stage"].map(lambda s: s is None).all()
 
 
+@pytest.mark.parametrize("bars", [0, 1, 25, 26, 33])
+def test_short_series_have_nan_until_enough_history(bars: int) -> None:
+    f = real("BTC-USD", 3600).iloc[:bars]
+    got = macdv(f, skip_gaps=True)
+    assert len(got) == bars
+    assert got["macdv"].notna().sum() == max(0, bars - 25)
+    assert got["signal"].notna().sum() == max(0, bars - 33)
+    assert find_gaps(f, 3600).empty
+
+
 def test_zero_atr_then_movement_starts_late() -> None:
     c = [5.0] * 30 + [5.0 + 0.1 * i for i in range(1, 31)]
     got = macdv(frame(c, c, c))
