@@ -136,7 +136,7 @@ class Walk:
         self.key, self.seconds, self.first = key, seconds, first
         self.sigma = daily_volatility * math.sqrt(seconds / DAY)
         self.volume, self.gap_rate = volume, gap_rate
-        self.decimals = max(0, 5 - math.floor(math.log10(ref_price)))
+        self.decimals = max(0, 6 - math.floor(math.log10(ref_price)))  # 7 significant digits
         self._levels = np.zeros(1)
         ref = (ref_start - first) // seconds
         self.offset = math.log(ref_price) - self._log_levels(ref, ref)[0][0]
