@@ -68,6 +68,7 @@ class Reply:
     status: int
     body: Any
     headers: Any
+    text: str
 
 
 def config(**overrides: Any) -> EmulatorConfig:
@@ -124,7 +125,7 @@ async def fetch(
             body: Any = json.loads(text)
         except ValueError:
             body = text
-        return Reply(r.status, body, r.headers)
+        return Reply(r.status, body, r.headers, text)
 
 
 def sign(
@@ -268,6 +269,7 @@ async def test_350_buckets_ok_351_rejected_with_exact_body(emu: Emulator, sessio
     assert len(ok.body["candles"]) == 350
     assert over.status == 400
     assert over.body == TOO_MANY
+    assert over.text == json.dumps(TOO_MANY, separators=(",", ":"))  # compact, like Coinbase
 
 
 @pytest.mark.parametrize(

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import math
 import signal
 import threading
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
@@ -22,7 +24,7 @@ from .traffic import EmulatorStats, Fault, FaultPlan, RateLimiter, Recorder
 
 PRIVATE_PATH = "/api/v3/brokerage/products/{product_id}/candles"
 PUBLIC_PATH = "/api/v3/brokerage/market/products/{product_id}/candles"
-TOO_MANY = "start and end argument is invalid - number of candles requested should be less than 350"
+TOO_MANY = "start and end argument is invalid - number of candles requested should be less than {}"
 ERROR_CODES = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND"}
 SERVER_ERROR_BODIES: dict[int, tuple[str, str]] = {
     500: ('{"error":"INTERNAL","error_details":"internal error","message":"internal error"}',
@@ -34,6 +36,15 @@ SERVER_ERROR_BODIES: dict[int, tuple[str, str]] = {
 }  # fmt: skip
 """Bodies like Coinbase's (the 502 comes from its CDN, as HTML)."""
 RATE_LIMITED = {"error": "RATE_LIMIT_EXCEEDED", "message": "Too many requests"}
+compact_json = functools.partial(json.dumps, separators=(",", ":"))
+"""Coinbase sends compact JSON."""
+
+
+def json_reply(
+    body: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    """A compact JSON response."""
+    return web.json_response(body, status=status, headers=headers, dumps=compact_json)
 
 
 def format_candles(bars: Bars) -> list[dict[str, str]]:
@@ -49,10 +60,10 @@ def format_candles(bars: Bars) -> list[dict[str, str]]:
 def error_response(exc: HTTPStatusError) -> web.Response:
     """A 400/404 answer with Coinbase's ``error`` / ``error_details`` / ``message`` body."""
     body = {"error": ERROR_CODES[exc.status], "error_details": exc.detail, "message": exc.detail}
-    return web.json_response(body, status=exc.status)
+    return json_reply(body, exc.status)
 
 
-def int_arg(query: Any, name: str) -> int:
+def int_arg(query: Mapping[str, str], name: str) -> int:
     """A UNIX-seconds query argument, or BadRequestError."""
     value = query.get(name, "")
     if not value.isdigit():
@@ -63,12 +74,12 @@ def int_arg(query: Any, name: str) -> int:
 def malformed_response(candles: list[dict[str, str]], kind: str, start: int) -> web.Response:
     """A 200 whose body is truncated JSON, the wrong shape, or has a non-numeric value."""
     if kind == "truncated":
-        text = json.dumps({"candles": candles})
+        text = compact_json({"candles": candles})
         return web.Response(text=text[: len(text) // 2], content_type="application/json")
     if kind == "shape":
-        return web.json_response({"data": candles})
+        return json_reply({"data": candles})
     first = candles[0] if candles else {"start": str(start), "low": "1", "high": "1", "open": "1"}
-    return web.json_response({"candles": [{**first, "close": "n/a", "volume": "n/a"}, *candles]})
+    return json_reply({"candles": [{**first, "close": "n/a", "volume": "n/a"}, *candles[1:]]})
 
 
 class Emulator:
@@ -92,7 +103,7 @@ class Emulator:
         }
         self._faults = FaultPlan(config)
         self._runner: web.AppRunner | None = None
-        self._closing = asyncio.Event()
+        self._closing: asyncio.Event | None = None
 
     @property
     def stats(self) -> EmulatorStats:
@@ -123,7 +134,7 @@ class Emulator:
         if start > end:
             raise BadRequestError(400, "start and end argument is invalid - start is after end")
         if math.ceil((end - start) / tf.seconds) > self.config.max_candles:
-            raise BadRequestError(400, TOO_MANY)
+            raise BadRequestError(400, TOO_MANY.format(self.config.max_candles))
         hi = end + 1 if self.config.end_inclusive else end
         now = self.config.clock()
         return format_candles(self._catalog.bars(product, tf.seconds, start, hi, now))
@@ -141,7 +152,7 @@ class Emulator:
         app.router.add_get("/_emulator/stats", self._stats)
         app.router.add_post("/_emulator/reset", self._reset)
         app.router.add_get("/_emulator/products", self._products)
-        self._closing.clear()
+        self._closing = asyncio.Event()
         self._runner = web.AppRunner(
             app, access_log=None, shutdown_timeout=self.config.shutdown_timeout_s
         )
@@ -154,7 +165,8 @@ class Emulator:
 
     async def stop(self) -> None:
         """Stop listening, wake stalled requests and close every connection."""
-        self._closing.set()
+        if self._closing is not None:
+            self._closing.set()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -202,7 +214,7 @@ class Emulator:
         """Count and send an early answer (401 or 429) after the configured latency."""
         self._arrived(request, endpoint, client)
         await asyncio.sleep(self.config.latency_ms / 1000)
-        return self._sent(web.json_response(body, status=status, headers=headers))
+        return self._sent(json_reply(body, status, headers))
 
     def _arrived(self, request: web.Request, endpoint: str, client: str) -> None:
         """Record the request in the statistics."""
@@ -232,7 +244,7 @@ class Emulator:
         if fault.kind == "error":
             text, content_type = SERVER_ERROR_BODIES[fault.status]
             return web.Response(text=text, status=fault.status, content_type=content_type)
-        if fault.kind == "timeout":
+        if fault.kind == "timeout" and self._closing is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), self.config.stall_s)
         product, query = request.match_info["product_id"], request.query
@@ -244,20 +256,20 @@ class Emulator:
             return error_response(exc)
         if fault.kind == "malformed":
             return malformed_response(candles, fault.malformed, start)
-        return web.json_response({"candles": candles})
+        return json_reply({"candles": candles})
 
     async def _stats(self, request: web.Request) -> web.Response:
         """``GET /_emulator/stats``."""
-        return web.json_response(self.stats.as_dict())
+        return json_reply(self.stats.as_dict())
 
     async def _reset(self, request: web.Request) -> web.Response:
         """``POST /_emulator/reset``: zero statistics and rate windows."""
         self.reset_stats()
-        return web.json_response({"reset": True})
+        return json_reply({"reset": True})
 
     async def _products(self, request: web.Request) -> web.Response:
         """``GET /_emulator/products``: provenance of every listed product."""
-        return web.json_response(self.describe())
+        return json_reply(self.describe())
 
 
 class EmulatorThread:
