@@ -210,9 +210,9 @@ def reference_price(product: str) -> float:
     return SYNTHETIC_PRICES.get(product, 10 ** (product_seed(product) % 600 / 100 - 2))
 
 
-def iso(epoch_s: float | None) -> str | None:
-    """UNIX seconds → ISO 8601 UTC text (None stays None)."""
-    return None if epoch_s is None else pd.Timestamp(epoch_s, unit="s", tz="UTC").isoformat()
+def iso(epoch_s: float) -> str:
+    """UNIX seconds → ISO 8601 UTC text, to the second."""
+    return pd.Timestamp(int(epoch_s), unit="s", tz="UTC").isoformat()
 
 
 class Catalog:
