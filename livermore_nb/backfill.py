@@ -300,11 +300,10 @@ class _Run:
         end = min(max(w.end_s for w in todo.values()), task.source.floor(now) + task.source.seconds)
         cold = [(tf, w) for tf, w in todo.items() if w.full]
 
-        def more_needed(found: Sequence[Candle]) -> bool:
+        def more_needed(found: Sequence[Candle], covered_s: int) -> bool:
+            covered_ms = covered_s * 1000
             return any(
-                len({c.timestamp // tf.ms for c in found if c.timestamp < w.end_s * 1000})
-                - (0 if tf.native else 1)  # the oldest aggregated bucket may be partial
-                < self.config.candles
+                len(self._series_for(tf, w, found, covered_ms)) < self.config.candles
                 for tf, w in cold
             )
 
@@ -395,6 +394,7 @@ async def backfill(
     Raises ConfigError (bad options or key) and RedisUnavailable (Redis down at
     start) before any request is sent; failures later on are in the report.
     Setting ``stop`` interrupts the run: written series stay, the rest are failed.
+    ``clock`` is "now" for deciding which candles are closed (JWTs use real time).
     """
     env = os.environ if env is None else env
     emit = on_event or (lambda event: None)
@@ -438,7 +438,6 @@ async def backfill(
                 retry=config.retry,
                 stats=stats,
                 page_size=config.page_size,
-                clock=clock,
             )
             run = _Run(config, client, store, infos, emit, clock)
             error, code = await _run_workers(run, tasks, config.concurrency, stop)

@@ -158,6 +158,57 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
+def add_emulator_options(parser: argparse.ArgumentParser) -> None:
+    """Options of ``emulator``: where it listens, its data, limits and faults."""
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--data", metavar="DIR", help="recorded {PRODUCT}.csv.gz files")
+    parser.add_argument("--rate-limit", type=float, default=30, help="private, per key, req/s")
+    parser.add_argument("--public-rate-limit", type=float, default=10, help="per IP, req/s")
+    parser.add_argument("--latency-ms", type=float, default=0)
+    parser.add_argument("--error-rate", type=float, default=0, help="share of 5xx answers")
+    parser.add_argument("--timeout-rate", type=float, default=0, help="share of stalled answers")
+    parser.add_argument("--malformed-rate", type=float, default=0, help="share of broken bodies")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--extend-history",
+        action="store_true",
+        help="serve a labelled synthetic walk before the recorded data (for 300 daily candles)",
+    )
+    parser.add_argument(
+        "--key-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="CDP key JSON whose key the private endpoint accepts (repeatable)",
+    )
+
+
+def cmd_emulator(args: argparse.Namespace) -> int:
+    """``livermore-nb emulator``: serve the local Coinbase candles API until stopped."""
+    from .emulator import EmulatorConfig, load_public_keys, serve
+
+    keys: dict[str, Any] = {}
+    for path in args.key_file:
+        keys.update(load_public_keys(path))
+    rates = {"error_rate": args.error_rate, "timeout_rate": args.timeout_rate}
+    rates["malformed_rate"] = args.malformed_rate
+    if not all(0 <= rate <= 1 for rate in rates.values()):
+        raise ConfigError("fault rates must be between 0 and 1")
+    config = EmulatorConfig(
+        data_dir=Path(args.data) if args.data else None,
+        rate_limit_private=args.rate_limit,
+        rate_limit_public=args.public_rate_limit,
+        latency_ms=args.latency_ms,
+        seed=args.seed,
+        extend_history=args.extend_history,
+        keys=keys,
+        **rates,
+    )
+    serve(config, args.host, args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand attached."""
     parser = argparse.ArgumentParser(
@@ -172,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_backfill_options(backfill_parser)
     backfill_parser.set_defaults(func=cmd_backfill)
+    emulator_parser = sub.add_parser("emulator", help="serve a local Coinbase candles API")
+    add_emulator_options(emulator_parser)
+    emulator_parser.set_defaults(func=cmd_emulator)
     return parser
 
 

@@ -211,10 +211,13 @@ class CoinbaseClient:
         start_s: int,
         end_s: int,
         *,
-        more_needed: Callable[[Sequence[Candle]], bool] | None = None,
+        more_needed: Callable[[Sequence[Candle], int], bool] | None = None,
         max_pages: int = 20,
     ) -> list[Candle]:
         """Candles in ``[start_s, end_s)``; then, while ``more_needed``, page further back.
+
+        ``more_needed(candles, covered_start_s)`` sees what was found so far and
+        where the fetched span now begins.
 
         The window's pages are fetched concurrently. Paging back stops at an empty
         page (the product's history ended) or after ``max_pages`` pages in all.
@@ -225,7 +228,10 @@ class CoinbaseClient:
         oldest = pages[-1].start_s if pages else end_s
         last_batch_empty = bool(results) and not results[-1]
         while (
-            more_needed and more_needed(found) and len(pages) < max_pages and not last_batch_empty
+            more_needed is not None
+            and len(pages) < max_pages
+            and not last_batch_empty
+            and more_needed(dedupe_sorted(found), oldest)
         ):
             page = Page(oldest - self.page_size * tf.seconds, oldest)
             batch = await self.candles(product, tf, page)

@@ -1,8 +1,9 @@
 """The shared pacer, the 429 cool-down and the retry policy.
 
-Every request from every worker passes through one :class:`Pacer`, which hands
-out evenly spaced send slots (no initial burst) and never more than ``rate``
-slots in any one-second window. A 429 calls :meth:`Pacer.cool_down`, which
+Every request from every worker passes through one :class:`Pacer`, which grants
+turns in call order, at least ``1/rate`` apart in real time (no initial burst,
+and no catch-up burst after the event loop stalls) and never more than ``rate``
+in any one-second window. A 429 calls :meth:`Pacer.cool_down`, which
 pauses *all* workers; the retry itself then waits an exponential backoff with
 jitter (tenacity). aiolimiter's leaky bucket would allow a burst of ``rate``
 requests up front and has no shared pause, hence this small class.
@@ -49,32 +50,34 @@ class Pacer:
         self._interval = 1.0 / rate
         self._clock = clock
         self._sleep = sleep
-        self._next_slot = -math.inf
+        self._lock = asyncio.Lock()
+        self._last_grant = -math.inf
         self._paused_until = -math.inf
-        self._reserved: deque[float] = deque(maxlen=max(1, math.floor(rate)))
+        self._granted: deque[float] = deque(maxlen=max(1, math.floor(rate)))
 
     async def acquire(self) -> None:
-        """Wait for this caller's slot; slots are reserved in call order."""
-        while True:
-            now = self._clock()
-            slot = max(now, self._next_slot, self._paused_until, self._window_opens())
-            self._next_slot = slot + self._interval
-            self._reserved.append(slot)
-            if slot > now:
-                await self._sleep(slot - now)
-            if self._clock() >= self._paused_until:
-                return
-            # a 429 started a cool-down while this caller slept: take a slot after it
+        """Wait for this caller's turn; callers are served in order, one slot each."""
+        async with self._lock:
+            while True:
+                now = self._clock()
+                ready_at = max(
+                    self._last_grant + self._interval, self._paused_until, self._window_opens()
+                )
+                if now >= ready_at:
+                    break
+                await self._sleep(ready_at - now)
+            self._last_grant = now
+            self._granted.append(now)
 
     def cool_down(self, seconds: float) -> None:
         """Pause every worker for ``seconds`` from now (a 429 was answered)."""
         self._paused_until = max(self._paused_until, self._clock() + seconds)
 
     def _window_opens(self) -> float:
-        """Earliest slot that keeps any one-second window at ``rate`` slots or fewer."""
-        if len(self._reserved) < (self._reserved.maxlen or 1):
+        """Earliest grant that keeps any one-second window at ``rate`` grants or fewer."""
+        if len(self._granted) < (self._granted.maxlen or 1):
             return -math.inf
-        return self._reserved[0] + WINDOW_S
+        return self._granted[0] + WINDOW_S
 
 
 @dataclass(frozen=True, kw_only=True)

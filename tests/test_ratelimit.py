@@ -144,3 +144,21 @@ def test_rate_limited_honours_retry_after() -> None:
     assert pacer._paused_until == pytest.approx(clock() + 4.0)
     on_rate_limited(RateLimited(429, "slow down"), pacer, RetryPolicy(cool_down_s=9), stats)
     assert pacer._paused_until == pytest.approx(clock() + 9.0)
+
+
+async def test_no_catch_up_burst_after_the_event_loop_stalls() -> None:
+    clock = FakeClock()
+    pacer = Pacer(20, clock=clock, sleep=clock.sleep)
+    granted: list[float] = []
+
+    async def worker() -> None:
+        for _ in range(6):
+            await pacer.acquire()
+            granted.append(clock())
+            if len(granted) == 3:
+                clock.now += 2.0  # this worker blocks the loop while the others wait
+
+    await clock.drive(asyncio.gather(*(worker() for _ in range(5))))
+    gaps = [b - a for a, b in itertools.pairwise(sorted(granted))]
+    assert len(granted) == 30
+    assert min(gaps) >= 1 / 20 - 1e-9
