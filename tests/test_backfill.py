@@ -1,0 +1,254 @@
+"""End to end: the backfill against the emulator over HTTP into a real Redis.
+
+The truth is the emulator's own data (``Emulator.candles``); 4h is aggregated
+here from the emulator's 1h candles, independently of the package.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import Iterable
+
+import pytest
+import redis
+
+from livermore_nb import BackfillConfig, backfill
+from livermore_nb.backfill import plan
+from livermore_nb.emulator import Emulator, EmulatorConfig, TestKey, make_test_key
+from livermore_nb.errors import EXIT_AUTH, EXIT_NOT_READY, RedisUnavailable
+from livermore_nb.timeframes import TIMEFRAMES, Timeframe
+
+SYMBOLS = ("BTC-USD", "XTZ-USD", "SOL-USD", "ICP-USD")  # liquid, gappy, synthetic, illiquid
+FIELDS = ("open", "high", "low", "close", "volume")
+
+
+def stored(sync_redis: redis.Redis, template: str, symbol: str, tf: str) -> list[dict]:
+    """The members of one series, oldest first, checked against their scores."""
+    key = template.format(user_id=1, exchange_id=1, symbol=symbol, timeframe=tf)
+    rows = sync_redis.zrange(key, 0, -1, withscores=True)
+    docs = [json.loads(member) for member, _ in rows]
+    assert [d["timestamp"] for d in docs] == [int(score) for _, score in rows]
+    return docs
+
+
+def emulator_candles(emu: Emulator, symbol: str, tf: Timeframe, start: int, end: int) -> list[dict]:
+    """The emulator's candles in ``[start, end)``, oldest first, as floats, in legal pages."""
+    out: list[dict] = []
+    step = 300 * tf.seconds
+    for lo in range(start, end, step):
+        for raw in emu.candles(symbol, tf.granularity, lo, min(lo + step, end)):
+            out.append(
+                {"timestamp": int(raw["start"]) * 1000, **{f: float(raw[f]) for f in FIELDS}}
+            )
+    inside = {c["timestamp"]: c for c in out if start * 1000 <= c["timestamp"] < end * 1000}
+    return [inside[ts] for ts in sorted(inside)]  # the server may include ``end``
+
+
+def four_hour_truth(hourly: Iterable[dict], start_ms: int, end_ms: int) -> list[dict]:
+    """4h candles from 1h ones, by hand: UTC-aligned, complete buckets in the window only."""
+    buckets: dict[int, list[dict]] = {}
+    for c in hourly:
+        buckets.setdefault(c["timestamp"] // 14_400_000 * 14_400_000, []).append(c)
+    out = []
+    for ts, group in sorted(buckets.items()):
+        if ts < start_ms or ts + 14_400_000 > end_ms:
+            continue
+        out.append(
+            {
+                "timestamp": ts,
+                "open": group[0]["open"],
+                "high": max(c["high"] for c in group),
+                "low": min(c["low"] for c in group),
+                "close": group[-1]["close"],
+                "volume": sum(c["volume"] for c in group),
+            }
+        )
+    return out
+
+
+def assert_same_candles(got: list[dict], want: list[dict]) -> None:
+    assert [c["timestamp"] for c in got] == [c["timestamp"] for c in want]
+    for g, w in zip(got, want, strict=True):
+        for f in FIELDS:
+            assert g[f] == pytest.approx(w[f], rel=1e-12), (g["timestamp"], f)
+
+
+def config(redis_url: str, key_template: str, **overrides) -> BackfillConfig:
+    return BackfillConfig(
+        **{"symbols": SYMBOLS, "redis_url": redis_url, "key_template": key_template, **overrides}
+    )
+
+
+async def test_redis_equals_the_emulator_candle_for_candle(
+    emulator: Emulator, key_env, redis_url, key_template, sync_redis
+):
+    now = time.time()
+    report = await backfill(config(redis_url, key_template), env=key_env, clock=lambda: now)
+    not_ready = {(s.symbol, s.timeframe, s.status) for s in report.series if s.status != "ready"}
+    assert not_ready == {("BTC-USD", "1d", "short"), ("XTZ-USD", "1d", "short")}  # ~32-89 days
+    for symbol in SYMBOLS:
+        for name in ("5m", "15m", "1h", "1d"):
+            tf = TIMEFRAMES[name]
+            got = stored(sync_redis, key_template, symbol, name)
+            closed_end = tf.floor(now)
+            want = emulator_candles(emulator, symbol, tf, got[0]["timestamp"] // 1000, closed_end)
+            assert_same_candles(got, want)
+            assert got[-1]["symbol"] == symbol and got[-1]["timeframe"] == name
+            history = emulator_candles(
+                emulator, symbol, tf, 0 if name == "1d" else int(now) - 86400 * 30, closed_end
+            )
+            assert len(got) == min(300, len(history))
+        h4 = TIMEFRAMES["4h"]
+        got = stored(sync_redis, key_template, symbol, "4h")
+        end = h4.floor(now)
+        hourly = emulator_candles(emulator, symbol, TIMEFRAMES["1h"], end - 400 * h4.seconds, end)
+        want = four_hour_truth(hourly, got[0]["timestamp"], end * 1000)
+        assert_same_candles(got, want)
+        assert len(got) == 300 or symbol in ("BTC-USD", "XTZ-USD")  # recorded: ~32 days
+
+
+async def test_gappy_products_page_back_until_enough_candles(
+    emulator: Emulator, key_env, redis_url, key_template, sync_redis
+):
+    report = await backfill(
+        config(redis_url, key_template, symbols=("XTZ-USD", "ICP-USD"), timeframes="5m"),
+        env=key_env,
+    )
+    by_series = emulator.stats.by_series
+    for symbol in ("XTZ-USD", "ICP-USD"):
+        assert len(stored(sync_redis, key_template, symbol, "5m")) == 300
+        assert by_series[(symbol, "FIVE_MINUTE")] >= 2  # 300 periods hold fewer than 300 candles
+    assert report.ready
+
+
+async def test_open_candle_only_with_include_open(
+    emulator: Emulator, key_env, redis_url, key_template, sync_redis
+):
+    now = time.time()
+    tf = TIMEFRAMES["5m"]
+    cfg = config(redis_url, key_template, symbols=("BTC-USD",), timeframes="5m")
+    await backfill(cfg, env=key_env, clock=lambda: now)
+    assert stored(sync_redis, key_template, "BTC-USD", "5m")[-1]["timestamp"] < tf.floor(now) * 1000
+    await backfill(
+        BackfillConfig(**{**cfg.__dict__, "include_open": True}), env=key_env, clock=lambda: now
+    )
+    got = stored(sync_redis, key_template, "BTC-USD", "5m")
+    open_candle = emulator_candles(
+        emulator, "BTC-USD", tf, tf.floor(now), tf.floor(now) + tf.seconds
+    )
+    assert got[-1]["timestamp"] == tf.floor(now) * 1000
+    assert_same_candles(got[-1:], open_candle)
+
+
+async def test_rerun_is_idempotent(
+    emulator: Emulator, key_env, redis_url, key_template, sync_redis
+):
+    now = time.time()
+    cfg = config(redis_url, key_template, symbols=("SOL-USD", "XTZ-USD"), full=True)
+    await backfill(cfg, env=key_env, clock=lambda: now)
+    first = {tf: stored(sync_redis, key_template, "XTZ-USD", tf) for tf in cfg.timeframes}
+    await backfill(cfg, env=key_env, clock=lambda: now)
+    assert {tf: stored(sync_redis, key_template, "XTZ-USD", tf) for tf in cfg.timeframes} == first
+
+
+async def test_incremental_restart_fetches_only_what_is_new(
+    emulator: Emulator, key_env, redis_url, key_template, sync_redis
+):
+    now = time.time()
+    downtime = 2 * 3600
+    cfg = config(redis_url, key_template, symbols=("SOL-USD", "ADA-USD"))
+    await backfill(cfg, env=key_env, clock=lambda: now - downtime)
+    before = emulator.stats.total
+    report = await backfill(cfg, env=key_env, clock=lambda: now)
+    # one request per (symbol, API series) that can have a new closed candle; 1h serves 4h
+    sources_with_news = {
+        (task.symbol, task.source.name)
+        for task in plan(cfg.symbols, cfg.timeframes)
+        for tf in task.targets
+        if tf.floor(now) > tf.floor(now - downtime)
+    }
+    assert emulator.stats.total - before == report.requests == len(sources_with_news)
+    assert report.ready
+    for symbol in cfg.symbols:
+        got = stored(sync_redis, key_template, symbol, "5m")
+        stamps = [c["timestamp"] for c in got]
+        assert stamps[-1] == (TIMEFRAMES["5m"].floor(now) - 300) * 1000
+        assert len(got) == 300 + downtime // 300  # no hole between old and new candles
+        assert all(b - a == 300_000 for a, b in itertools.pairwise(stamps))
+    report = await backfill(cfg, env=key_env, clock=lambda: now)
+    assert report.requests == 0 and report.ready  # nothing new can exist: no request at all
+
+
+async def test_unknown_product_fails_alone(emulator: Emulator, key_env, redis_url, key_template):
+    report = await backfill(
+        config(redis_url, key_template, symbols=("NOPE-USD", "SOL-USD")), env=key_env
+    )
+    status = {(s.symbol, s.timeframe): s for s in report.series}
+    assert all(status[("SOL-USD", tf)].status == "ready" for tf in ("5m", "15m", "1h", "4h", "1d"))
+    nope = [s for s in report.series if s.symbol == "NOPE-USD"]
+    assert len(nope) == 5
+    assert all(s.status == "failed" and "not supported" in s.error for s in nope)
+    assert report.exit_code == EXIT_NOT_READY and not report.ready
+
+
+async def test_rejected_key_stops_the_run_with_exit_5(
+    emulator: Emulator, key_env, redis_url, key_template, sync_redis
+):
+    stranger = make_test_key("ed25519")
+    env = {
+        **key_env,
+        "COINBASE_API_KEY_NAME": stranger.name,
+        "COINBASE_API_PRIVATE_KEY": stranger.secret,
+    }
+    report = await backfill(config(redis_url, key_template), env=env)
+    assert report.exit_code == EXIT_AUTH
+    assert "401" in (report.error or "")
+    assert emulator.stats.by_status.get(401, 0) >= 1
+    assert not list(sync_redis.scan_iter(match=key_template.split("{")[0] + "*"))
+
+
+async def test_unreachable_redis_fails_before_any_request(
+    emulator: Emulator, key_env, key_template
+):
+    with pytest.raises(RedisUnavailable):
+        await backfill(config("redis://127.0.0.1:1/0", key_template), env=key_env)
+    assert emulator.stats.total == 0
+
+
+async def test_public_endpoint_without_a_key(emulator: Emulator, redis_url, key_template):
+    env = {"COINBASE_API_URL": emulator.url}
+    report = await backfill(config(redis_url, key_template, symbols=("SOL-USD",)), env=env)
+    assert report.ready
+    assert emulator.stats.by_endpoint == {"public": report.requests}
+
+
+async def test_client_is_correct_when_the_server_includes_end(
+    ec_key: TestKey, key_env, redis_url, key_template, sync_redis
+):
+    emu_config = EmulatorConfig(keys={ec_key.name: ec_key.public_key}, end_inclusive=True)
+    now = time.time()
+    async with Emulator(emu_config) as emu:
+        env = {**key_env, "COINBASE_API_URL": emu.url}
+        cfg = config(redis_url, key_template, symbols=("SOL-USD",), timeframes="1h")
+        report = await backfill(cfg, env=env, clock=lambda: now)
+        got = stored(sync_redis, key_template, "SOL-USD", "1h")
+        tf = TIMEFRAMES["1h"]
+        want = emulator_candles(emu, "SOL-USD", tf, tf.floor(now) - 300 * 3600, tf.floor(now))
+    assert report.ready
+    assert_same_candles(got, want[-300:])
+
+
+async def test_default_pace_never_trips_the_rate_limit(
+    emulator: Emulator, key_env, redis_url, key_template
+):
+    from livermore_nb.demo import DEMO_SYMBOLS, RECORDED
+
+    report = await backfill(config(redis_url, key_template, symbols=DEMO_SYMBOLS), env=key_env)
+    stats = emulator.stats
+    short = {(s.symbol, s.timeframe) for s in report.series if s.status != "ready"}
+    assert short == {(symbol, "1d") for symbol in RECORDED}  # ~32 days of recorded history
+    assert stats.by_status.get(429, 0) == 0 and report.rate_limited == 0
+    assert stats.peak_1s <= 26  # 25/s pacer; +1 for arrival jitter on loopback
+    assert report.duration_s >= (report.requests - 1) / 25  # never faster than the pace
