@@ -479,7 +479,7 @@ async def _run_workers(
     for task in tasks:
         queue.put_nowait(task)
     workers = [asyncio.create_task(_work(run, queue)) for _ in range(concurrency)]
-    waiters = set(workers)
+    waiters: set[asyncio.Task[Any]] = set(workers)
     stopper = asyncio.create_task(stop.wait()) if stop is not None else None
     if stopper is not None:
         waiters.add(stopper)
