@@ -11,6 +11,7 @@ here and nowhere else.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import string
@@ -34,6 +35,8 @@ from .timeframes import Timeframe
 DEFAULT_KEY_TEMPLATE = "candles:{user_id}:{exchange_id}:{symbol}:{timeframe}"
 KEY_FIELDS = frozenset({"user_id", "exchange_id", "symbol", "timeframe"})
 DEFAULT_EMBEDDED_DB = Path.home() / ".cache" / "livermore-nb" / "redis.db"
+WRITE_BACKOFF_S: tuple[float, ...] = (0.1, 0.3, 0.6, 1.0)
+"""Pauses between retries of a series write that lost Redis (a restart, a dropped connection)."""
 
 # KEYS[1] = series key; ARGV = keep, ttl, then score/member pairs.
 WRITE_SERIES_LUA = """
@@ -155,6 +158,7 @@ class CandleStore:
         exchange_id: int | str = 1,
         keep: int = 1000,
         ttl: int = 86400,
+        write_backoff_s: Sequence[float] = WRITE_BACKOFF_S,
     ) -> None:
         self.client = client
         self.key_template = check_key_template(key_template)
@@ -162,6 +166,7 @@ class CandleStore:
         self.exchange_id = exchange_id
         self.keep = keep
         self.ttl = ttl
+        self.write_backoff_s = tuple(write_backoff_s)
         self._write = client.register_script(WRITE_SERIES_LUA)
 
     def key(self, symbol: str, tf: Timeframe) -> str:
@@ -182,9 +187,17 @@ class CandleStore:
         for candle in candles:
             args.append(candle.timestamp)
             args.append(member_json(candle, symbol_json, tf.name))
-        with translate_redis_errors(f"writing {symbol} {tf.name}"):
-            count, first, last = await self._write(keys=[self.key(symbol, tf)], args=args)
-        return SeriesInfo(int(count), _score(first), _score(last))
+        key = self.key(symbol, tf)
+        for delay in (*self.write_backoff_s, None):
+            try:
+                with translate_redis_errors(f"writing {symbol} {tf.name}"):
+                    count, first, last = await self._write(keys=[key], args=args)
+                return SeriesInfo(int(count), _score(first), _score(last))
+            except RedisUnavailable:
+                if delay is None:
+                    raise
+                await asyncio.sleep(delay)  # the script is atomic and idempotent: safe to rerun
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def info(self, series: Sequence[tuple[str, Timeframe]]) -> list[SeriesInfo]:
         """Count and first/last open time of many series in one round trip."""

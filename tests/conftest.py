@@ -6,6 +6,8 @@ Tests never FLUSHALL: each test gets its own key namespace and deletes only it.
 from __future__ import annotations
 
 import os
+import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -73,3 +75,55 @@ def key_env(ec_key: TestKey, emulator: Emulator) -> dict[str, str]:
         "COINBASE_API_KEY_NAME": ec_key.name,
         "COINBASE_API_PRIVATE_KEY": ec_key.secret,
     }
+
+
+class RedisServer:
+    """A private ``redis-server`` on a free port (AOF on), for tests that kill or restart it."""
+
+    def __init__(self, directory: Path, password: str | None = None) -> None:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.directory = directory
+        self.password = password
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """The server's URL (with the password, if any)."""
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        """Start (or restart, reloading the AOF) and wait until it answers PING."""
+        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
+        args += ["--dir", str(self.directory), "--save", "", "--appendonly", "yes"]
+        args += ["--appendfsync", "always"]
+        args += ["--requirepass", self.password] if self.password else []
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with redis.Redis.from_url(self.url, socket_connect_timeout=0.2) as client:
+                    if client.ping():
+                        return self
+            except redis.exceptions.RedisError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+    def kill(self) -> None:
+        """SIGKILL the server (no shutdown save) and reap it."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private redis-server for this test, killed afterwards."""
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.kill()
