@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import string
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
+import redis
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
@@ -64,13 +66,22 @@ _embedded: dict[Path, Any] = {}
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (safe for logs and errors)."""
+    """The URL with any password (``:pw@`` or ``?password=``) replaced by ``***``."""
+    url = re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", url)
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    userinfo, hostport = parts.netloc.rsplit("@", 1)
+    return urlunsplit(parts._replace(netloc=f"{userinfo.split(':', 1)[0]}:***@{hostport}"))
+
+
+def check_redis_url(url: str) -> str:
+    """Return ``url`` unless its database is not a number (redis-py would quietly use db 0)."""
+    parts = urlsplit(url)
+    db = parts.path.strip("/")
+    if parts.scheme in ("redis", "rediss") and db and not db.isdigit():
+        raise ConfigError(f"invalid Redis URL {redact_url(url)!r}: database {db!r} is not a number")
+    return url
 
 
 def embedded_redis_url(db_path: Path | None = None) -> str:
@@ -91,9 +102,18 @@ def resolve_redis_url(url: str | None) -> str:
 
 def connect(url: str | None = None) -> aioredis.Redis:
     """An asyncio Redis client for ``url`` (see :func:`resolve_redis_url`)."""
-    resolved = resolve_redis_url(url)
+    resolved = check_redis_url(resolve_redis_url(url))
     try:
         return aioredis.from_url(resolved, socket_connect_timeout=5, socket_timeout=30)
+    except ValueError as exc:
+        raise ConfigError(f"invalid Redis URL {redact_url(resolved)!r}: {exc}") from None
+
+
+def connect_sync(url: str | None = None) -> redis.Redis:
+    """A synchronous Redis client for ``url``, for notebooks and reports that need no loop."""
+    resolved = resolve_redis_url(url)
+    try:
+        return redis.Redis.from_url(resolved, socket_connect_timeout=5, socket_timeout=30)
     except ValueError as exc:
         raise ConfigError(f"invalid Redis URL {redact_url(resolved)!r}: {exc}") from None
 
@@ -121,6 +141,41 @@ def check_key_template(template: str) -> str:
             "{user_id} and {exchange_id} only"
         )
     return template
+
+
+def format_key(
+    template: str,
+    symbol: str,
+    timeframe: str,
+    *,
+    user_id: int | str = 1,
+    exchange_id: int | str = 1,
+) -> str:
+    """The Redis key of one series under ``template`` (one formatter for readers and writers)."""
+    return template.format(
+        user_id=user_id, exchange_id=exchange_id, symbol=symbol, timeframe=timeframe
+    )
+
+
+def frame_from_members(members: Iterable[Any]) -> pd.DataFrame:
+    """Sorted-set members (compact JSON candles) → the analysis DataFrame."""
+    rows = [json.loads(m) for m in members]
+    return to_frame(
+        [
+            Candle(r["timestamp"], r["open"], r["high"], r["low"], r["close"], r["volume"])
+            for r in rows
+        ]
+    )
+
+
+def read_frames_sync(client: redis.Redis, keys: Sequence[str]) -> list[pd.DataFrame]:
+    """Many series as analysis DataFrames in one pipelined round trip (sync client)."""
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.zrange(key, 0, -1)
+    with translate_redis_errors("reading series"):
+        raw = pipe.execute()
+    return [frame_from_members(members) for members in raw]
 
 
 @dataclass(frozen=True)
@@ -171,8 +226,8 @@ class CandleStore:
 
     def key(self, symbol: str, tf: Timeframe) -> str:
         """The Redis key of one series."""
-        return self.key_template.format(
-            user_id=self.user_id, exchange_id=self.exchange_id, symbol=symbol, timeframe=tf.name
+        return format_key(
+            self.key_template, symbol, tf.name, user_id=self.user_id, exchange_id=self.exchange_id
         )
 
     async def ping(self) -> None:
@@ -225,10 +280,4 @@ class CandleStore:
         """One series as the analysis DataFrame (oldest first, UTC index)."""
         with translate_redis_errors(f"reading {symbol} {tf.name}"):
             members = await self.client.zrange(self.key(symbol, tf), 0, -1)
-        rows = [json.loads(m) for m in members]
-        return to_frame(
-            [
-                Candle(r["timestamp"], r["open"], r["high"], r["low"], r["close"], r["volume"])
-                for r in rows
-            ]
-        )
+        return frame_from_members(members)
