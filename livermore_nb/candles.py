@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import math
 from collections.abc import Iterable, Sequence
+from math import fsum
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -34,6 +35,10 @@ class Candle(NamedTuple):
     low: float
     close: float
     volume: float
+
+
+_new_candle = tuple.__new__
+"""``_new_candle(Candle, (ts, o, h, l, c, v))``: a Candle without ``__new__``'s Python frame."""
 
 
 def validate_candle(candle: Candle, tf: Timeframe) -> Candle:
@@ -135,12 +140,27 @@ def aggregate(
     window_end_ms)``, the span the finer candles were fetched for and closed in;
     hours with no trades are legitimately absent and do not make a bucket partial.
     """
-    first = -(-window_start_ms // target.ms) * target.ms
-    last = window_end_ms // target.ms * target.ms
-    inside = [c for c in candles if first <= c.timestamp < last]
-    if not inside:
-        return []
-    return from_frame(resample(to_frame(inside), target.seconds))
+    size = target.ms
+    first = -(-window_start_ms // size) * size
+    last = window_end_ms // size * size
+    groups: dict[int, list[Candle]] = {}
+    for candle in sorted(c for c in candles if first <= c[0] < last):
+        ts = candle[0]
+        groups.setdefault(ts - ts % size, []).append(candle)
+    return [  # one pass, no DataFrame round trip: this runs for every 4h series
+        _new_candle(
+            Candle,
+            (
+                start,
+                g[0][1],
+                max(c[2] for c in g),
+                min(c[3] for c in g),
+                g[-1][4],
+                fsum(c[5] for c in g),
+            ),
+        )
+        for start, g in groups.items()
+    ]
 
 
 def read_recorded_csv(path: str | Path) -> pd.DataFrame:

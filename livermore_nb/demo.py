@@ -14,11 +14,12 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 from .backfill import BackfillConfig, BackfillReport, backfill
 from .cli import format_report
 from .emulator import DEFAULT_SYNTHETIC, EmulatorConfig, EmulatorThread, make_test_key
-from .progress import BarSink, LogSink
+from .progress import BarSink, EventSink, LogSink
 from .store import CandleStore, connect, resolve_redis_url
 from .timeframes import get_timeframe
 
@@ -64,13 +65,45 @@ async def clear_embedded(config: BackfillConfig) -> None:
         await client.aclose()
 
 
-async def run_demo(symbols: tuple[str, ...] = DEMO_SYMBOLS) -> BackfillReport:
-    """Backfill ``symbols`` × 5m, 15m, 1h, 4h, 1d from the emulator into the configured Redis."""
-    config = BackfillConfig(symbols=symbols, full=True)
+async def backfill_offline(
+    config: BackfillConfig, *, on_event: EventSink | None = None
+) -> BackfillReport:
+    """Backfill ``config`` in full from a fresh emulator (its data re-anchors at every start)."""
+    config = replace(config, full=True)
     await clear_embedded(config)
     with offline_coinbase() as env:
-        sink = BarSink(file=sys.stderr) if sys.stderr.isatty() else LogSink()
-        return await backfill(config, env={**os.environ, **env}, on_event=sink)
+        return await backfill(config, env={**os.environ, **env}, on_event=on_event)
+
+
+async def ensure_offline_cache(
+    config: BackfillConfig, *, on_event: EventSink | None = None
+) -> BackfillReport | None:
+    """Fill the cache from the emulator when none of ``config``'s series holds a candle.
+
+    Lets the analysis notebooks run top to bottom offline; a cache that holds
+    anything is left as it is (None is returned).
+    """
+    client = connect(config.redis_url)
+    try:
+        store = CandleStore(
+            client,
+            key_template=config.key_template,
+            user_id=config.user_id,
+            exchange_id=config.exchange_id,
+        )
+        series = [(s, get_timeframe(tf)) for s in config.symbols for tf in config.timeframes]
+        infos = await store.info(series)
+    finally:
+        await client.aclose()
+    if any(info.count for info in infos):
+        return None
+    return await backfill_offline(config, on_event=on_event)
+
+
+async def run_demo(symbols: tuple[str, ...] = DEMO_SYMBOLS) -> BackfillReport:
+    """Backfill ``symbols`` × 5m, 15m, 1h, 4h, 1d from the emulator into the configured Redis."""
+    sink = BarSink(file=sys.stderr) if sys.stderr.isatty() else LogSink()
+    return await backfill_offline(BackfillConfig(symbols=symbols), on_event=sink)
 
 
 def main() -> int:

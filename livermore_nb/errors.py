@@ -12,8 +12,9 @@
     │   ├── TransportError          timeouts, refused or dropped connections: retried
     │   └── MalformedResponse       a body that is not the documented JSON: retried
     ├── InvalidCandle               a candle that fails validation: never written
-    └── StoreError                  Redis problems
-        └── RedisUnavailable        cannot reach Redis (exit 4)
+    ├── StoreError                  Redis problems
+    │   └── RedisUnavailable        cannot reach Redis (exit 4)
+    └── CommandNotFound             ``startup``'s COMMAND cannot be executed (exit 127)
 
 aiohttp and redis exceptions are translated into this tree at one boundary each
 (``coinbase.py`` and ``store.py``); messages never carry key material.
@@ -26,6 +27,7 @@ EXIT_USAGE = 2
 EXIT_NOT_READY = 3
 EXIT_REDIS = 4
 EXIT_AUTH = 5
+EXIT_COMMAND_NOT_FOUND = 127
 
 
 class LivermoreError(Exception):
@@ -109,6 +111,12 @@ class StoreError(LivermoreError):
 
 class RedisUnavailable(StoreError):
     """Redis cannot be reached."""
+
+
+class CommandNotFound(LivermoreError):
+    """The command ``startup`` should start after a ready backfill cannot be executed."""
+
+    exit_code = EXIT_COMMAND_NOT_FOUND
 
 
 def error_for_status(status: int, detail: str, retry_after: float | None = None) -> HTTPStatusError:
