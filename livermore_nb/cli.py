@@ -2,7 +2,9 @@
 
 Exit codes (DESIGN.md): 0 ready; 2 usage or configuration error; 3 some series
 short or failed; 4 Redis unreachable; 5 authentication rejected. Each
-:class:`~livermore_nb.errors.LivermoreError` carries its own code.
+:class:`~livermore_nb.errors.LivermoreError` carries its own code. ``startup``
+exits with the backfill's code, or becomes COMMAND when the gate lets it run
+(127 if COMMAND cannot be executed).
 """
 
 from __future__ import annotations
@@ -10,16 +12,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
+import tempfile
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .backfill import BackfillConfig, BackfillReport, backfill
-from .errors import EXIT_USAGE, ConfigError, LivermoreError
+from .backfill import BackfillConfig, BackfillReport, backfill, parse_symbols
+from .errors import EXIT_NOT_READY, EXIT_OK, EXIT_USAGE, ConfigError, LivermoreError
 from .progress import BarSink, LogSink, fan_out
+from .startup import write_report
 from .store import DEFAULT_KEY_TEMPLATE
 from .timeframes import DEFAULT_TIMEFRAMES
 
@@ -82,16 +88,19 @@ def add_backfill_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
 
 
+def symbols_from_args(args: argparse.Namespace) -> tuple[str, ...]:
+    """The symbols of --symbols or --symbols-file (ConfigError when neither is given)."""
+    if args.symbols_file:
+        return parse_symbols(read_symbols_file(args.symbols_file))
+    if args.symbols:
+        return parse_symbols(args.symbols)
+    raise ConfigError("give --symbols or --symbols-file")
+
+
 def config_from_args(args: argparse.Namespace) -> BackfillConfig:
     """Build the BackfillConfig the options describe (ConfigError when they are invalid)."""
-    if args.symbols_file:
-        symbols: Any = read_symbols_file(args.symbols_file)
-    elif args.symbols:
-        symbols = args.symbols
-    else:
-        raise ConfigError("give --symbols or --symbols-file")
     return BackfillConfig(
-        symbols=symbols,
+        symbols=symbols_from_args(args),
         timeframes=args.timeframes,
         candles=args.candles,
         min_candles=args.min_candles,
@@ -123,12 +132,6 @@ def format_report(report: BackfillReport) -> str:
         f"{report.retries} retries, {report.rate_limited} rate-limited"
     )
     return f"{table}\n{line}" + (f"\nstopped early: {report.error}" if report.error else "")
-
-
-def write_report(report: BackfillReport, path: str | None) -> None:
-    """Write the report JSON to ``path`` if one was given."""
-    if path:
-        Path(path).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
 
 
 async def run_with_signals(config: BackfillConfig, sink: Any) -> BackfillReport:
@@ -209,6 +212,77 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_startup_options(parser: argparse.ArgumentParser) -> None:
+    """Options of ``startup``: the backfill's, the executed notebook, the gate, COMMAND."""
+    add_backfill_options(parser)
+    parser.add_argument(
+        "--output-notebook", metavar="PATH", help="executed notebook; default: a temp file"
+    )
+    parser.add_argument(
+        "--allow-partial", action="store_true", help="also run COMMAND when some series are short"
+    )
+    parser.add_argument("run", nargs="*", metavar="-- COMMAND", help="run when the gate passes")
+
+
+def cmd_startup(args: argparse.Namespace) -> int:
+    """``livermore-nb startup``: run backfill.ipynb headlessly, then COMMAND if the gate allows."""
+    from .startup import exec_command, read_report, run_backfill_notebook
+
+    config = config_from_args(args)
+    if args.output_notebook:
+        output = Path(args.output_notebook)
+    else:
+        fd, name = tempfile.mkstemp(prefix="livermore-nb-startup-", suffix=".ipynb")
+        os.close(fd)
+        output = Path(name)
+    with tempfile.TemporaryDirectory(prefix="livermore-nb-") as tmp:
+        report_path = Path(args.report or Path(tmp) / "report.json")
+        code = run_backfill_notebook(
+            config, output=output, report_path=report_path, progress=sys.stderr.isatty()
+        )
+        report = read_report(report_path)
+    statuses = Counter(s["status"] for s in report["series"]) if report else Counter()
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()))
+    print(f"startup: exit {code} ({summary or 'no report'}); notebook: {output}", file=sys.stderr)
+    gate_open = code == EXIT_OK or (code == EXIT_NOT_READY and args.allow_partial)
+    if args.run and gate_open:
+        exec_command(args.run)
+    return code
+
+
+def add_coverage_options(parser: argparse.ArgumentParser) -> None:
+    """Options of ``coverage``: the series, the target and the output format."""
+    add_series_options(parser)
+    parser.add_argument("--target", type=int, default=300, help="candles wanted per series")
+    parser.add_argument(
+        "--stale-periods", type=float, default=2.0, help="stale after this many closed periods"
+    )
+    parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
+
+
+def cmd_coverage(args: argparse.Namespace) -> int:
+    """``livermore-nb coverage``: print what Redis holds per series."""
+    from .coverage import coverage, serializable
+
+    frame = coverage(
+        args.redis_url,
+        symbols_from_args(args),
+        args.timeframes,
+        key_template=args.key_template,
+        user_id=args.user_id,
+        exchange_id=args.exchange_id,
+        target=args.target,
+        stale_periods=args.stale_periods,
+    )
+    if args.format == "json":
+        print(serializable(frame).to_json(orient="records", indent=2))
+    elif args.format == "csv":
+        print(serializable(frame).to_csv(index=False), end="")
+    else:
+        print(frame.assign(age=frame["age"].dt.round("s")).to_string(index=False))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand attached."""
     parser = argparse.ArgumentParser(
@@ -223,6 +297,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_backfill_options(backfill_parser)
     backfill_parser.set_defaults(func=cmd_backfill)
+    startup_parser = sub.add_parser(
+        "startup",
+        help="run the backfill notebook headlessly, then COMMAND if the cache is ready",
+        epilog=SECRETS_NOTE,
+    )
+    add_startup_options(startup_parser)
+    startup_parser.set_defaults(func=cmd_startup)
+    coverage_parser = sub.add_parser("coverage", help="what Redis holds per series")
+    add_coverage_options(coverage_parser)
+    coverage_parser.set_defaults(func=cmd_coverage)
     emulator_parser = sub.add_parser("emulator", help="serve a local Coinbase candles API")
     add_emulator_options(emulator_parser)
     emulator_parser.set_defaults(func=cmd_emulator)

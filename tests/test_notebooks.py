@@ -1,0 +1,206 @@
+"""The notebooks headless: papermill runs of backfill.ipynb and ``livermore-nb startup``.
+
+The emulator runs in its own thread (EmulatorThread): papermill and subprocesses
+block, which would starve an emulator on the test's event loop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import papermill as pm
+import pytest
+import redis
+
+from livermore_nb.emulator import EmulatorConfig, EmulatorThread, TestKey
+from livermore_nb.startup import (
+    EXIT_FAILURE,
+    NOTEBOOK_PARAMETERS,
+    exit_code_for,
+    notebook_path,
+)
+from livermore_nb.store import format_key
+
+REPO = Path(__file__).resolve().parent.parent
+MARKER = "import pathlib; pathlib.Path('marker').touch()"
+
+
+@pytest.fixture(scope="module")
+def coinbase_env(ec_key: TestKey) -> Iterator[dict[str, str]]:
+    """Env pointing a kernel or subprocess at a threaded emulator that knows ``ec_key``."""
+    config = EmulatorConfig(keys={ec_key.name: ec_key.public_key}, extend_history=True)
+    with EmulatorThread(config) as emulator:
+        yield {
+            "COINBASE_API_URL": emulator.url,
+            "COINBASE_API_KEY_NAME": ec_key.name,
+            "COINBASE_API_PRIVATE_KEY": ec_key.secret,
+        }
+
+
+def run_notebook(tmp_path: Path, **parameters: object) -> Path:
+    """Execute backfill.ipynb with ``parameters`` into tmp_path; the executed notebook's path."""
+    out = tmp_path / "executed.ipynb"
+    pm.execute_notebook(
+        str(notebook_path()),
+        str(out),
+        parameters={"use_emulator": False, "timeframes": "1h,4h", **parameters},
+        kernel_name="python3",
+        progress_bar=False,
+        cwd=str(tmp_path),
+    )
+    return out
+
+
+def startup(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``livermore-nb startup ARGS`` in tmp_path with ``env`` added."""
+    return subprocess.run(
+        [sys.executable, "-m", "livermore_nb.cli", "startup", *args],
+        cwd=tmp_path,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def assert_no_secret(path: Path, key: TestKey) -> None:
+    """Neither the key nor any line of its PEM body appears anywhere in the file."""
+    text = path.read_text()
+    pem_lines = [line for line in key.secret.splitlines() if len(line) > 16 and "-----" not in line]
+    assert pem_lines and not any(line in text for line in pem_lines)
+    assert "PRIVATE KEY" not in text and key.secret not in text
+
+
+def test_notebook_parameters_match_startup() -> None:
+    names = set(pm.inspect_notebook(str(notebook_path())))
+    assert set(NOTEBOOK_PARAMETERS) | {"redis_url", "report_path", "use_emulator"} == names
+    assert notebook_path().resolve() == (REPO / "notebooks" / "backfill.ipynb").resolve()
+
+
+def test_committed_notebooks_carry_no_outputs() -> None:
+    for path in (REPO / "notebooks").glob("*.ipynb"):
+        cells = json.loads(path.read_text())["cells"]
+        code = [c for c in cells if c["cell_type"] == "code"]
+        assert all(not c["outputs"] and c["execution_count"] is None for c in code), path.name
+
+
+def test_backfill_notebook_fills_redis_and_writes_the_report(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    coinbase_env: dict[str, str],
+    redis_url: str,
+    key_template: str,
+    sync_redis: redis.Redis,
+    ec_key: TestKey,
+) -> None:
+    for name, value in coinbase_env.items():
+        monkeypatch.setenv(name, value)
+    report_path = tmp_path / "report.json"
+    out = run_notebook(
+        tmp_path,
+        symbols="BTC-USD,ETH-USD",
+        redis_url=redis_url,
+        key_template=key_template,
+        report_path=str(report_path),
+    )
+    report = json.loads(report_path.read_text())
+    assert report["ready"] and report["exit_code"] == 0 and len(report["series"]) == 4
+    for symbol in ("BTC-USD", "ETH-USD"):
+        for tf in ("1h", "4h"):
+            assert sync_redis.zcard(format_key(key_template, symbol, tf)) == 300
+    assert_no_secret(out, ec_key)
+
+
+def test_unknown_product_fails_the_gate(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    coinbase_env: dict[str, str],
+    redis_url: str,
+    key_template: str,
+) -> None:
+    for name, value in coinbase_env.items():
+        monkeypatch.setenv(name, value)
+    report_path = tmp_path / "report.json"
+    with pytest.raises(pm.PapermillExecutionError) as failed:
+        run_notebook(
+            tmp_path,
+            symbols="BTC-USD,NOPE-USD",
+            redis_url=redis_url,
+            key_template=key_template,
+            report_path=str(report_path),
+        )
+    assert failed.value.ename == "NotReady" and "NOPE-USD" in failed.value.evalue
+    report = json.loads(report_path.read_text())
+    assert not report["ready"] and report["exit_code"] == 3
+    statuses = {(s["symbol"], s["status"]) for s in report["series"]}
+    assert statuses == {("BTC-USD", "ready"), ("NOPE-USD", "failed")}
+
+
+def test_startup_runs_command_when_ready_and_keeps_secrets_out(
+    tmp_path: Path, coinbase_env: dict[str, str], redis_url: str, key_template: str, ec_key: TestKey
+) -> None:
+    out = tmp_path / "startup.ipynb"
+    done = startup(
+        tmp_path, coinbase_env, "--symbols", "SOL-USD", "--timeframes", "1h",
+        "--redis-url", redis_url, "--key-template", key_template,
+        "--output-notebook", str(out), "--report", str(tmp_path / "report.json"),
+        "--", sys.executable, "-c", MARKER + "; raise SystemExit(7)",
+    )  # fmt: skip
+    assert done.returncode == 7, done.stderr  # COMMAND replaced startup: its code is ours
+    assert (tmp_path / "marker").exists()
+    assert json.loads((tmp_path / "report.json").read_text())["exit_code"] == 0
+    executed = json.loads(out.read_text())
+    params = executed["metadata"]["papermill"]["parameters"]
+    assert params["use_emulator"] is False and params["redis_url"] is None
+    assert_no_secret(out, ec_key)
+    assert ec_key.secret not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(("allow_partial", "expected"), [(False, 3), (True, 0)])
+def test_startup_gates_command_on_not_ready(
+    tmp_path: Path,
+    coinbase_env: dict[str, str],
+    redis_url: str,
+    key_template: str,
+    allow_partial: bool,
+    expected: int,
+) -> None:
+    done = startup(
+        tmp_path, coinbase_env, "--symbols", "NOPE-USD", "--timeframes", "1d",
+        "--redis-url", redis_url, "--key-template", key_template,
+        "--output-notebook", str(tmp_path / "out.ipynb"),
+        *(["--allow-partial"] if allow_partial else []),
+        "--", sys.executable, "-c", MARKER,
+    )  # fmt: skip
+    assert done.returncode == expected, done.stderr
+    assert (tmp_path / "marker").exists() is allow_partial
+    assert "startup: exit 3 (1 failed)" in done.stderr
+
+
+def test_startup_recovers_redis_unavailable_from_the_kernel(
+    tmp_path: Path, coinbase_env: dict[str, str]
+) -> None:
+    done = startup(
+        tmp_path, coinbase_env, "--symbols", "BTC-USD", "--timeframes", "1d",
+        "--redis-url", "redis://127.0.0.1:1/0", "--output-notebook", str(tmp_path / "out.ipynb"),
+        "--", sys.executable, "-c", MARKER,
+    )  # fmt: skip
+    assert done.returncode == 4, done.stderr
+    assert not (tmp_path / "marker").exists()
+    assert "no report" in done.stderr
+
+
+def test_exit_codes_by_exception_name() -> None:
+    assert [exit_code_for(n) for n in ("NotReady", "ConfigError", "RedisUnavailable")] == [3, 2, 4]
+    assert exit_code_for("AuthError") == 5
+    assert exit_code_for("ZeroDivisionError") == EXIT_FAILURE
+
+
+def test_startup_config_errors_exit_2_before_any_kernel(tmp_path: Path) -> None:
+    done = startup(tmp_path, {}, "--timeframes", "1h", "--", "true")
+    assert done.returncode == 2 and "give --symbols" in done.stderr
