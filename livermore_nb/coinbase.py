@@ -133,7 +133,8 @@ def _error_detail(body: bytes) -> str:
     """A short human detail from an error body (Coinbase's ``message``/``error_details``)."""
     try:
         doc = json.loads(body)
-        detail = doc.get("message") or doc.get("error_details") or doc.get("error")
+        parts = [doc.get(k) for k in ("message", "error_details", "error")]
+        detail = ": ".join(dict.fromkeys(str(p) for p in parts[:2] if p)) or parts[2]
     except (ValueError, AttributeError):
         detail = None
     return str(detail or body[:200].decode("utf-8", "replace").strip() or "no detail")

@@ -66,6 +66,13 @@ class AuthError(HTTPStatusError):
 
     exit_code = EXIT_AUTH
 
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(status, detail)
+        self.args = (
+            f"Coinbase rejected the API key (HTTP {status}: {detail}); check "
+            "COINBASE_API_KEY_NAME, the private key and this machine's clock",
+        )
+
 
 class ProductNotFound(HTTPStatusError):
     """HTTP 404: Coinbase does not know the product."""
