@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from typing import Any
 
 from .backfill import BackfillConfig, BackfillReport, backfill
 from .cli import format_report
@@ -29,7 +30,7 @@ DEMO_SYMBOLS: tuple[str, ...] = RECORDED + DEFAULT_SYNTHETIC
 
 @contextmanager
 def offline_coinbase(
-    *, extend_history: bool = True, **emulator_options: object
+    *, extend_history: bool = True, **emulator_options: Any
 ) -> Iterator[dict[str, str]]:
     """Run the emulator with a fresh CDP key; yield the env that points the client at it.
 
