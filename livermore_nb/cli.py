@@ -158,6 +158,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_dict()))
     else:
         print(format_report(report))
+    if report.error:
+        print(f"livermore-nb: error: {report.error}", file=sys.stderr)
     return report.exit_code
 
 

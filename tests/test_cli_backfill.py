@@ -116,3 +116,32 @@ def test_redis_on_a_closed_port_exits_4_without_requests(
     assert result.stderr.strip().startswith("livermore-nb: error: Redis unreachable")
     assert "Traceback" not in result.stderr
     assert live_emulator.emulator.stats.total == 0
+
+
+def test_a_rejected_key_says_why_on_stderr_and_exits_5(
+    live_emulator: EmulatorThread, redis_url, key_template
+):
+    from livermore_nb.emulator import make_test_key
+
+    stranger = make_test_key("ed25519")
+    env = {
+        "COINBASE_API_URL": live_emulator.url,
+        "COINBASE_API_KEY_NAME": stranger.name,
+        "COINBASE_API_PRIVATE_KEY": stranger.secret,
+    }
+    result = run_cli(
+        [
+            "backfill",
+            "--symbols",
+            "SOL-USD",
+            "--redis-url",
+            redis_url,
+            "--key-template",
+            key_template,
+        ],
+        env,
+    )
+    assert result.returncode == 5
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("livermore-nb: error: Coinbase rejected the API key")
+    assert stranger.secret not in result.stderr + result.stdout
