@@ -170,24 +170,29 @@ def aggregate(
     size = target.ms
     first = -(-window_start_ms // size) * size
     last = window_end_ms // size * size
-    groups: dict[int, list[Candle]] = {}
-    for candle in sorted(c for c in candles if first <= c[0] < last):
-        ts = candle[0]
-        groups.setdefault(ts - ts % size, []).append(candle)
-    return [  # one pass, no DataFrame round trip: this runs for every 4h series
-        _new_candle(
-            Candle,
-            (
-                start,
-                g[0][1],
-                max(c[2] for c in g),
-                min(c[3] for c in g),
-                g[-1][4],
-                fsum(c[5] for c in g),
-            ),
-        )
-        for start, g in groups.items()
-    ]
+    out: list[Candle] = []
+    bucket: int | None = None
+    b_open = b_high = b_low = b_close = 0.0
+    volumes: list[float] = []
+    # One pass over sorted candles, no DataFrame round trip: this runs for every 4h series.
+    for ts, o, h, lo, c, v in sorted(c for c in candles if first <= c[0] < last):
+        start = ts - ts % size
+        if start != bucket:
+            if bucket is not None:
+                out.append(
+                    _new_candle(Candle, (bucket, b_open, b_high, b_low, b_close, fsum(volumes)))
+                )
+            bucket, b_open, b_high, b_low, b_close, volumes = start, o, h, lo, c, [v]
+            continue
+        if h > b_high:
+            b_high = h
+        if lo < b_low:
+            b_low = lo
+        b_close = c
+        volumes.append(v)  # summed by fsum: correctly rounded whatever the order
+    if bucket is not None:
+        out.append(_new_candle(Candle, (bucket, b_open, b_high, b_low, b_close, fsum(volumes))))
+    return out
 
 
 def read_recorded_csv(path: str | Path) -> pd.DataFrame:
