@@ -40,7 +40,15 @@ from .harness import (
 )
 from .report import Results, Row, table
 from .scale import run_scale
-from .scenarios import Workload, cold_start, minimum_requests, timed_backfill, warm_restart
+from .scenarios import (
+    Workload,
+    cold_start,
+    minimum_requests,
+    restart_moments,
+    timed_backfill,
+    warm_restart,
+    warm_row,
+)
 from .seed import seed_backfill
 
 SCENARIOS = ("cold", "seed", "warm", "public", "scale")
@@ -75,6 +83,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--candles", type=int, default=300)
     parser.add_argument("--rates", default="29,30", help="extra cold-start pacer rates")
     parser.add_argument("--repeat", type=int, default=3, help="runs per extra rate")
+    parser.add_argument("--warm-samples", type=int, default=5, help="restart moments per downtime")
     parser.add_argument("--scale-symbols", type=int, default=500)
     parser.add_argument("--scale-candles", type=int, default=1000)
     parser.add_argument("--scale-fractions", default="0.25,0.5,1", help="of --scale-symbols")
@@ -198,16 +207,20 @@ def rate_decision(summary: list[Row]) -> str:
         f"(margin {default['tightest margin ms']} ms, {default['429s']} × 429). "
     )
     if faster:
-        best = faster[-1]
+        safest = max(faster, key=lambda s: _none_last(s["tightest margin ms"]))
+        listed = ", ".join(
+            f"{s['rate']} (margin {s['tightest margin ms']} ms, "
+            f"{default['mean wall s'] - s['mean wall s']:.2f} s faster)"
+            for s in faster
+        )
         text += (
-            f"{', '.join(s['rate'] for s in faster)} also stayed at zero 429s against the "
-            f"emulator's exact 30/s, saving {default['mean wall s'] - best['mean wall s']:.2f} s "
-            f"at {best['rate']}, but with a margin of only {best['tightest margin ms']} ms: one "
-            "request delivered that much later than the one 30 arrivals before it would be a "
-            "429, ordinary jitter on a real network path, and Coinbase's limits can tighten "
-            "under load. A 429 costs every worker a shared cool-down of ≥ 1 s (Retry-After), "
-            "more than the whole saving. "
-            f"`--rate {best['rate'].removesuffix('/s')}` is an opt-in for a known-quiet 30/s key. "
+            f"Faster pacing also stayed at zero 429s against the emulator's exact 30/s: {listed}. "
+            "The margin is how much later one request may arrive, relative to the one 30 "
+            "arrivals before it, before it is a 429: tens of milliseconds are ordinary jitter "
+            "on a real network path, and Coinbase's limits can tighten under load, while a "
+            "single 429 costs every worker a shared cool-down of ≥ 1 s (Retry-After), more than "
+            f"the whole saving. `--rate {safest['rate'].removesuffix('/s')}` is a reasonable "
+            "opt-in for a key known to get 30/s; nothing faster. "
         )
     if unsafe:
         text += (
@@ -323,27 +336,32 @@ def headline(ours: Row, w: Workload, seed_s: float, speedup: float) -> str:
 async def run_warm(bench: Bench) -> None:
     """Restart after each downtime: requests and wall time until ready."""
     rows = []
+    moments = restart_moments(bench.args.warm_samples)
     for downtime in DOWNTIMES_S:
-        rows.append(await warm_restart(bench.fast, bench.api, bench.store, bench.key,
-                                       bench.workload, downtime_s=downtime, rate=None))  # fmt: skip
+        restarts = []
+        for moment in moments:
+            restarts.append(await warm_restart(bench.fast, bench.api, bench.store, bench.key,
+                                               bench.workload, downtime_s=downtime,
+                                               restart_at=moment))  # fmt: skip
+        rows.append(warm_row(bench.workload.config(bench.store.url), downtime, restarts))
     ten = next(r for r in rows if r["downtime"] == "10 min")
     rate, latency_s = 25.0, bench.args.latency_ms / 1000
     mean_s = ten["expected requests"] / rate + latency_s
-    verdict = "met" if max(ten["wall s"], mean_s) <= 1.5 else "met only at some moments"
+    verdict = "met" if ten["wall s mean"] <= 1.25 else "MISSED on average"
     notes = [
-        f"Goal: a cache current within 10 minutes is ready in about a second: **{verdict}**. "
-        f"This run: {ten['wall s']} s for {ten['requests']} requests. A restart fetches only "
-        "series that can have a new closed candle, one request each, paced at 25/s (40 ms a "
-        "request). Which 15m and 1h boundaries a downtime crosses depends on the moment, so "
-        "*expected requests* is the mean over a random moment, computed from the plan: for 10 "
-        f"minutes {ten['expected requests']} requests ≈ {mean_s:.1f} s "
-        f"(requests ÷ 25/s + {latency_s * 1000:g} ms latency) — 1 s when only the 5m boundary "
-        "was crossed, up to 3 s when 15m and 1h were too.",
-        "Requests that write nothing are illiquid series whose newest bucket had no trade.",
-        "The cache is first filled as it stood `downtime` ago (the backfill's clock set back, "
-        "from an unlimited emulator with the same anchor and seed, so the same candles); the "
-        "restart then runs at the real time against the rate-limited emulator. JWTs always use "
-        "real time.",
+        f"Goal: a cache current within 10 minutes is ready in about a second: **{verdict}** — "
+        f"{ten['wall s mean']} s mean ({ten['wall s min–max']} s) over {ten['restarts']} "
+        f"restarts at seeded moments of the previous UTC day. A restart fetches only series "
+        "that can have a new closed candle, one request each, paced at 25/s (40 ms a request), "
+        "so the time follows the 15m and 1h boundaries a downtime happens to cross: about 1 s "
+        "when only 5m ones were crossed (25 requests), up to 3 s when 15m and 1h were too. "
+        f"*expected requests* is the mean over a uniformly random moment, computed from the "
+        f"plan: {ten['expected requests']} for 10 minutes ≈ {mean_s:.1f} s (requests ÷ 25/s + "
+        f"{latency_s * 1000:g} ms latency).",
+        "Each restart: the cache is first filled as it stood `downtime` before the restart "
+        "moment (the backfill's clock set back, from an unlimited emulator with the same anchor "
+        "and seed, so the same candles), then the restart runs with its clock at that moment "
+        "against the rate-limited emulator. JWTs always use real time.",
     ]
     bench.results.add("warm", "3. Warm restart after downtime (private, default rate)", rows, notes)
 
@@ -400,6 +418,13 @@ def scale_notes(rows: list[Row]) -> list[str]:
         "the Redis writes (4h needs 4× as many 1h candles parsed as it writes). The emulator "
         "and Redis run in other processes; wall time includes waiting for them on this "
         f"{os.cpu_count()}-core machine. Peak RSS is `ru_maxrss` of a fresh process per size.",
+        "Profiled with pyinstrument (`--profile FILE` profiles the largest size). Fixed in the "
+        "package: 4h aggregation without a DataFrame round trip, a fast path for parsing pages, "
+        "and series written as two Lua arguments instead of two per candle (before/after in "
+        "`git log -- livermore_nb/candles.py livermore_nb/store.py`). What remains is mostly "
+        "the standard library and aiohttp: `json.loads` and `float()` of every received candle "
+        "(4h needs 4 hourly candles each), `repr()` of five floats per member written, and per "
+        "request the aiohttp round trip and an ES256 JWT.",
     ]
 
 

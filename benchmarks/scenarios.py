@@ -8,6 +8,7 @@ emulator's own statistics, and the floor from the plan (``minimum_requests``).
 from __future__ import annotations
 
 import math
+import random
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -118,6 +119,24 @@ async def cold_start(
     }
 
 
+@dataclass(frozen=True)
+class Restart:
+    """One warm restart: its requests, 429s, wall time and whether the gate passed."""
+
+    requests: int
+    rate_limited: int
+    wall_s: float
+    ready: bool
+
+
+def restart_moments(count: int, seed: int = 7) -> list[float]:
+    """``count`` seeded moments in the previous UTC day: the same phases in every run."""
+    day = 86400
+    start = time.time() // day * day - day
+    rng = random.Random(seed)
+    return sorted(start + rng.uniform(0, day) for _ in range(count))
+
+
 async def warm_restart(
     fast: EmulatorProcess,
     emulator: EmulatorProcess,
@@ -126,33 +145,45 @@ async def warm_restart(
     workload: Workload,
     *,
     downtime_s: float,
-    rate: float | None,
-) -> Row:
-    """Fill the cache as it was ``downtime_s`` ago (unlimited emulator), then restart now."""
+    restart_at: float,
+) -> Restart:
+    """Fill the cache as of ``restart_at - downtime_s`` (unlimited emulator), restart then.
+
+    Both runs see a clock running at real speed from those past moments, so the
+    emulator (which serves everything up to the real now) answers exactly what it
+    would have answered then; JWTs always use real time.
+    """
     store.clear()
-    config = workload.config(store.url, rate=rate)
-    then = time.time() - downtime_s
+    lag = time.time() - restart_at
     filled = await backfill(
         workload.config(store.url, full=True, rate=10_000),
         env=client_env(fast.url, key),
-        clock=lambda: time.time() - downtime_s,
+        clock=lambda: time.time() - lag - downtime_s,
     )
     if not filled.ready:
         raise RuntimeError(f"warm-restart pre-fill failed: {filled.error}")
     emulator.reset()
-    report = await timed_backfill(config, client_env(emulator.url, key))
+    report = await timed_backfill(
+        workload.config(store.url), client_env(emulator.url, key), clock=lambda: time.time() - lag
+    )
     stats = emulator.stats()
-    fetched = [s for s in report.series if s.fetched]
+    return Restart(report.requests, stats["rate_limited"], report.duration_s, report.ready)
+
+
+def warm_row(config: BackfillConfig, downtime_s: float, restarts: list[Restart]) -> Row:
+    """One row per downtime: requests and wall time over the sampled moments."""
+    requests = [r.requests for r in restarts]
+    walls = [r.wall_s for r in restarts]
     return {
         "downtime": human_duration(downtime_s),
-        "requests": report.requests,
+        "restarts": len(restarts),
+        "requests mean": round(sum(requests) / len(requests), 1),
+        "requests min–max": f"{min(requests)}–{max(requests)}",
         "expected requests": round(expected_warm_requests(config, downtime_s), 1),
-        "429s": stats["rate_limited"],
-        "series updated": len(fetched),
-        "candles written": sum(s.fetched for s in report.series),
-        "wall s": round(report.duration_s, 2),
-        "ready": ready_count(report),
-        "cache as of": time.strftime("%H:%M:%S", time.gmtime(then)) + " UTC",
+        "429s": sum(r.rate_limited for r in restarts),
+        "wall s mean": round(sum(walls) / len(walls), 2),
+        "wall s min–max": f"{min(walls):.2f}–{max(walls):.2f}",
+        "ready": f"{sum(r.ready for r in restarts)}/{len(restarts)}",
     }
 
 
