@@ -157,6 +157,20 @@ def target_window(
     return Window(max(last_s + tf.seconds, cold_start), end, last_s + tf.seconds < cold_start)
 
 
+def _count_in_window(tf: Timeframe, window: Window, found: Sequence[Candle], covered_s: int) -> int:
+    """How many ``tf`` candles ``found`` yields in ``window`` (complete buckets if aggregated).
+
+    Counts bucket starts instead of building the candles: the check runs after
+    every page, the aggregation once at the end.
+    """
+    end_ms = window.end_s * 1000
+    if tf.native:
+        return sum(1 for c in found if c.timestamp < end_ms)
+    first = -(-covered_s * 1000 // tf.ms) * tf.ms
+    last = end_ms // tf.ms * tf.ms
+    return len({c.timestamp // tf.ms for c in found if first <= c.timestamp < last})
+
+
 @dataclass
 class SeriesResult:
     """How one series ended: candles now in Redis, first/last open time, status."""
@@ -301,13 +315,11 @@ class _Run:
         cold = [(tf, w) for tf, w in todo.items() if w.full]
 
         def more_needed(found: Sequence[Candle], covered_s: int) -> bool:
-            covered_ms = covered_s * 1000
             return any(
-                len(self._series_for(tf, w, found, covered_ms)) < self.config.candles
-                for tf, w in cold
+                _count_in_window(tf, w, found, covered_s) < self.config.candles for tf, w in cold
             )
 
-        found = await self.client.fetch(
+        found, covered_s = await self.client.fetch(
             task.symbol,
             task.source,
             start,
@@ -315,9 +327,8 @@ class _Run:
             more_needed=more_needed if cold else None,
             max_pages=self.config.max_pages,
         )
-        covered_ms = min([start * 1000, *(c.timestamp for c in found[:1])])
         for tf, window in todo.items():
-            series = self._series_for(tf, window, found, covered_ms)
+            series = self._series_for(tf, window, found, covered_s * 1000)
             info = await self.store.write(task.symbol, tf, series)
             self._record(task.symbol, tf, info, fetched=len(series))
 

@@ -214,32 +214,37 @@ class CoinbaseClient:
         *,
         more_needed: Callable[[Sequence[Candle], int], bool] | None = None,
         max_pages: int = 20,
-    ) -> list[Candle]:
-        """Candles in ``[start_s, end_s)``; then, while ``more_needed``, page further back.
+    ) -> tuple[list[Candle], int]:
+        """Candles in ``[start_s, end_s)`` (oldest first) and where the fetched span begins.
 
-        ``more_needed(candles, covered_start_s)`` sees what was found so far and
-        where the fetched span now begins.
-
-        The window's pages are fetched concurrently. Paging back stops at an empty
-        page (the product's history ended) or after ``max_pages`` pages in all.
+        The window's pages are fetched concurrently. Then, while
+        ``more_needed(candles, covered_start_s)``, one more page further back;
+        paging back stops at an empty page (the product's history ended) or after
+        ``max_pages`` pages in all.
         """
         pages = page_windows(tf, start_s, end_s, self.page_size)
-        results = await asyncio.gather(*(self.candles(product, tf, p) for p in pages))
-        found = [c for batch in results for c in batch]
+        tasks = [asyncio.ensure_future(self.candles(product, tf, p)) for p in pages]
+        try:
+            results = await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:  # one page failed for good: the series fails, stop the others
+                task.cancel()
+            raise
+        found = dedupe_sorted(c for batch in results for c in batch)
         oldest = pages[-1].start_s if pages else end_s
         last_batch_empty = bool(results) and not results[-1]
         while (
             more_needed is not None
             and len(pages) < max_pages
             and not last_batch_empty
-            and more_needed(dedupe_sorted(found), oldest)
+            and more_needed(found, oldest)
         ):
             page = Page(oldest - self.page_size * tf.seconds, oldest)
             batch = await self.candles(product, tf, page)
             pages.append(page)
-            found.extend(batch)
+            found = dedupe_sorted([*batch, *found])
             oldest, last_batch_empty = page.start_s, not batch
-        return dedupe_sorted(found)
+        return found, oldest
 
     async def _request(self, product: str, tf: Timeframe, page: Page) -> list[Candle]:
         """Send one request (after the pacer's slot) and translate whatever comes back."""

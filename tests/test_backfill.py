@@ -16,6 +16,7 @@ import redis
 
 from livermore_nb import BackfillConfig, backfill
 from livermore_nb.backfill import plan
+from livermore_nb.coinbase import page_windows
 from livermore_nb.emulator import Emulator, EmulatorConfig, TestKey, make_test_key
 from livermore_nb.errors import EXIT_AUTH, EXIT_NOT_READY, RedisUnavailable
 from livermore_nb.timeframes import TIMEFRAMES, Timeframe
@@ -252,3 +253,25 @@ async def test_default_pace_never_trips_the_rate_limit(
     assert stats.by_status.get(429, 0) == 0 and report.rate_limited == 0
     assert stats.peak_1s <= 26  # 25/s pacer; +1 for arrival jitter on loopback
     assert report.duration_s >= (report.requests - 1) / 25  # never faster than the pace
+
+
+async def test_a_page_that_fails_for_good_stops_its_sibling_pages(
+    ec_key: TestKey, key_env, redis_url, key_template
+):
+    from livermore_nb.ratelimit import RetryPolicy
+
+    emu_config = EmulatorConfig(keys={ec_key.name: ec_key.public_key}, error_rate=1.0)
+    retry = RetryPolicy(attempts=2, backoff_initial_s=0.25, backoff_max_s=0.3, jitter_s=0)
+    async with Emulator(emu_config) as emu:
+        env = {**key_env, "COINBASE_API_URL": emu.url}
+        cfg = config(redis_url, key_template, symbols=("SOL-USD",), timeframes="4h", rate=5)
+        now = time.time()
+        report = await backfill(
+            BackfillConfig(**{**cfg.__dict__, "retry": retry}), env=env, clock=lambda: now
+        )
+    h1, h4 = TIMEFRAMES["1h"], TIMEFRAMES["4h"]
+    pages = len(page_windows(h1, h4.floor(now) - 300 * h4.seconds, h1.floor(now), 300))
+    assert [s.status for s in report.series] == ["failed"]
+    assert "HTTP 5" in report.series[0].error
+    # every page × 2 tries would be 2 × pages requests; the first page to give up stops the rest
+    assert pages < report.requests < 2 * pages
