@@ -11,9 +11,11 @@ import asyncio
 import os
 import re
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 
 import aiohttp
@@ -165,7 +167,7 @@ def _count_in_window(tf: Timeframe, window: Window, found: Sequence[Candle], cov
     """
     end_ms = window.end_s * 1000
     if tf.native:
-        return sum(1 for c in found if c.timestamp < end_ms)
+        return bisect_left(found, end_ms, key=attrgetter("timestamp"))
     first = -(-covered_s * 1000 // tf.ms) * tf.ms
     last = end_ms // tf.ms * tf.ms
     return len({c.timestamp // tf.ms for c in found if first <= c.timestamp < last})
@@ -280,6 +282,7 @@ class _Run:
         }
         self.unknown: set[str] = set()
         self.done = 0
+        self.failed = 0
         self.started = time.monotonic()
 
     async def run_task(self, task: Task) -> None:
@@ -295,6 +298,7 @@ class _Run:
                 self.unknown.add(task.symbol)
             for tf in task.targets:
                 self._record_failure(task.symbol, tf, str(exc))
+            self.failed += len(task.targets)
         self.done += len(task.targets)
         self._progress()
 
@@ -376,7 +380,7 @@ class _Run:
                 "total": total,
                 "percent": round(100 * self.done / total, 1) if total else 100.0,
                 "eta_s": None if eta is None else round(eta, 1),
-                "errors": sum(r.status == "failed" for r in self.results.values()),
+                "errors": self.failed,
                 "requests": self.client.stats.requests,
             }
         )
