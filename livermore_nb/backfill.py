@@ -38,7 +38,8 @@ from .timeframes import DEFAULT_TIMEFRAMES, Timeframe, get_timeframe, parse_time
 
 PRIVATE_RATE = 25.0
 PUBLIC_RATE = 8.0
-SYMBOL_RE = re.compile(r"^[A-Z0-9]{1,20}-[A-Z0-9]{1,20}$")
+SYMBOL_RE = re.compile(r"^(?=.{3,40}$)[A-Z0-9]+(?:-[A-Z0-9]+){1,3}$")
+"""Coinbase product ids: ``BTC-USD``, ``1INCH-USD``, and dated or perpetual ``BIT-28JUN24-CDE``."""
 
 EventSink = Callable[[dict[str, Any]], None]
 

@@ -15,10 +15,10 @@ import pytest
 import redis
 
 from livermore_nb import BackfillConfig, backfill
-from livermore_nb.backfill import plan
+from livermore_nb.backfill import parse_symbols, plan
 from livermore_nb.coinbase import page_windows
 from livermore_nb.emulator import Emulator, EmulatorConfig, TestKey, make_test_key
-from livermore_nb.errors import EXIT_AUTH, EXIT_NOT_READY, RedisUnavailable
+from livermore_nb.errors import EXIT_AUTH, EXIT_NOT_READY, ConfigError, RedisUnavailable
 from livermore_nb.timeframes import TIMEFRAMES, Timeframe
 
 SYMBOLS = ("BTC-USD", "XTZ-USD", "SOL-USD", "ICP-USD")  # liquid, gappy, synthetic, illiquid
@@ -275,3 +275,18 @@ async def test_a_page_that_fails_for_good_stops_its_sibling_pages(
     assert "HTTP 5" in report.series[0].error
     # every page × 2 tries would be 2 × pages requests; the first page to give up stops the rest
     assert pages < report.requests < 2 * pages
+
+
+@pytest.mark.parametrize(
+    "symbol", ["BTC-USD", "1INCH-USD", "btc-usdc", "BIT-28JUN24-CDE", "BTC-PERP-INTX"]
+)
+def test_real_coinbase_product_ids_are_accepted(symbol: str) -> None:
+    assert parse_symbols(f" {symbol} ") == (symbol.upper(),)
+
+
+@pytest.mark.parametrize(
+    "symbol", ["BTC", "BTC_USD", "BTC-USD;DEL", "-USD", "A-B-C-D-E", "BTC USD"]
+)
+def test_malformed_product_ids_are_config_errors(symbol: str) -> None:
+    with pytest.raises(ConfigError, match="malformed symbol"):
+        parse_symbols(symbol)
