@@ -24,6 +24,7 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 import jwt
+import orjson
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
@@ -281,7 +282,7 @@ class CoinbaseClient:
     def _parse(body: bytes, tf: Timeframe, page: Page) -> list[Candle]:
         """Validated candles of the page's window (some servers include ``end``)."""
         try:
-            payload: Any = json.loads(body)
+            payload: Any = orjson.loads(body)
         except ValueError:
             raise MalformedResponse(f"body is not JSON: {body[:80]!r}") from None
         lo, hi = page.start_s * 1000, page.end_s * 1000

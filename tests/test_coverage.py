@@ -34,7 +34,7 @@ def put(client: redis.Redis, template: str, symbol: str, tf: str, stamps_ms: lis
     rng = np.random.default_rng(len(stamps_ms))
     close = (100 + np.cumsum(rng.normal(0, 1, len(stamps_ms)))).tolist()
     mapping = {
-        member_json(Candle(ts, c, c + 1, c - 1, c + 0.5, 2.0), json.dumps(symbol), tf): ts
+        member_json(Candle(ts, c, c + 1, c - 1, c + 0.5, 2.0), symbol, tf): ts
         for ts, c in zip(stamps_ms, close, strict=True)
     }
     client.zadd(format_key(template, symbol, tf), mapping)

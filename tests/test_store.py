@@ -39,7 +39,7 @@ async def store(redis_url: str, key_template: str):
 
 def test_member_is_the_compact_json_the_indicator_service_reads() -> None:
     candle = Candle(1712192400000, 66312.4, 66331.99, 66055.14, 66181.6, 355.82896243)
-    member = member_json(candle, json.dumps("BTC-USD"), "1h")
+    member = member_json(candle, "BTC-USD", "1h").decode()
     assert member == (
         '{"timestamp":1712192400000,"open":66312.4,"high":66331.99,"low":66055.14,'
         '"close":66181.6,"volume":355.82896243,"symbol":"BTC-USD","timeframe":"1h"}'
