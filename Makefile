@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint format bench warmup clean
+.PHONY: install demo test test-fast lint format bench warmup images clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (or make PYTHON=python3 ...)"; exit 2; }
@@ -40,6 +40,9 @@ bench: $(STAMP)
 
 warmup: $(STAMP)
 	$(BIN)/python -m benchmarks.warmup --data ../shared/data --out docs/warmup.md
+
+images: $(STAMP)
+	$(BIN)/python docs/render_images.py docs/img
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build *.egg-info
