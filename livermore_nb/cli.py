@@ -23,7 +23,7 @@ from typing import Any
 
 from . import __version__
 from .backfill import BackfillConfig, BackfillReport, backfill, parse_symbols
-from .errors import EXIT_NOT_READY, EXIT_OK, EXIT_USAGE, ConfigError, LivermoreError
+from .errors import EXIT_NOT_READY, EXIT_OK, ConfigError, LivermoreError
 from .progress import BarSink, LogSink, fan_out
 from .startup import write_report
 from .store import DEFAULT_KEY_TEMPLATE
@@ -326,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         print("livermore-nb: interrupted", file=sys.stderr)
-        return EXIT_USAGE + 128
+        return 128 + signal.SIGINT
 
 
 if __name__ == "__main__":
