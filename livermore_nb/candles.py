@@ -14,6 +14,7 @@ import gzip
 import math
 from collections.abc import Iterable, Sequence
 from math import fsum
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -38,6 +39,8 @@ class Candle(NamedTuple):
 
 
 _INF = math.inf
+_FIELDS = ("start", "open", "high", "low", "close", "volume")
+_get_fields = itemgetter(*_FIELDS)
 _new_candle = tuple.__new__
 """``_new_candle(Candle, (ts, o, h, l, c, v))``: a Candle without ``__new__``'s Python frame."""
 
@@ -57,8 +60,10 @@ def validate_candle(candle: Candle, tf: Timeframe) -> Candle:
 
 
 def parse_candle(raw: dict[str, Any], tf: Timeframe) -> Candle:
-    """Parse one API candle (all values strings) and validate it."""
+    """Parse one API candle (values are strings; plain numbers pass too) and validate it."""
     try:
+        if any(isinstance(raw[field], bool) for field in _FIELDS):
+            raise InvalidCandle(f"candle {raw!r:.120} has a true/false value")
         start = raw["start"]
         candle = Candle(
             int(start) * 1000,
@@ -86,9 +91,11 @@ def _parse_sane(raws: list[Any], grid_ms: int) -> list[Candle]:
     """
     out = []
     for raw in raws:
-        ts = int(raw["start"]) * 1000
-        o, h, lo = float(raw["open"]), float(raw["high"]), float(raw["low"])
-        c, v = float(raw["close"]), float(raw["volume"])
+        s, o, h, lo, c, v = _get_fields(raw)
+        if not (type(s) is type(o) is type(h) is type(lo) is type(c) is type(v) is str):
+            raise _NotSane  # Coinbase sends strings; anything else takes the careful path
+        ts = int(s) * 1000
+        o, h, lo, c, v = float(o), float(h), float(lo), float(c), float(v)
         if ts % grid_ms or not (0 < lo <= o <= h < _INF and lo <= c <= h and 0 <= v < _INF):
             raise _NotSane
         out.append(_new_candle(Candle, (ts, o, h, lo, c, v)))
