@@ -110,6 +110,21 @@ class BackfillConfig:
         check_key_template(self.key_template)
 
 
+def open_store(config: BackfillConfig) -> CandleStore:
+    """A CandleStore on a new Redis client, keyed, trimmed and expiring as ``config`` says.
+
+    The caller closes ``store.client`` (``await store.client.aclose()``).
+    """
+    return CandleStore(
+        connect(config.redis_url),
+        key_template=config.key_template,
+        user_id=config.user_id,
+        exchange_id=config.exchange_id,
+        keep=config.keep,
+        ttl=config.ttl,
+    )
+
+
 @dataclass(frozen=True)
 class Task:
     """One API series to fetch (``source``) and the series written from it."""
@@ -417,18 +432,10 @@ async def backfill(
     credentials = load_credentials(env)
     api_url = config.api_url or env.get("COINBASE_API_URL") or DEFAULT_API_URL
     rate = resolve_rate(config, credentials)
-    redis = connect(config.redis_url)
+    store = open_store(config)
     started = time.monotonic()
     stats = RequestStats()
     try:
-        store = CandleStore(
-            redis,
-            key_template=config.key_template,
-            user_id=config.user_id,
-            exchange_id=config.exchange_id,
-            keep=config.keep,
-            ttl=config.ttl,
-        )
         await store.ping()
         tasks = plan(config.symbols, config.timeframes)
         keys = [(t.symbol, tf) for t in tasks for tf in t.targets]
@@ -458,7 +465,7 @@ async def backfill(
             run = _Run(config, client, store, infos, emit, clock)
             error, code = await _run_workers(run, tasks, config.concurrency, stop)
     finally:
-        await redis.aclose()
+        await store.client.aclose()
     results = list(run.results.values())
     report = BackfillReport(
         ready=error is None and all(r.status == "ready" for r in results),

@@ -17,11 +17,11 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
-from .backfill import BackfillConfig, BackfillReport, backfill
+from .backfill import BackfillConfig, BackfillReport, backfill, open_store
 from .cli import format_report
 from .emulator import DEFAULT_SYNTHETIC, EmulatorConfig, EmulatorThread, make_test_key
 from .progress import BarSink, EventSink, LogSink
-from .store import CandleStore, connect, resolve_redis_url
+from .store import resolve_redis_url
 from .timeframes import get_timeframe
 
 RECORDED = ("BTC-USD", "ETH-USD", "DOGE-USD", "XTZ-USD")
@@ -57,13 +57,12 @@ async def clear_embedded(config: BackfillConfig) -> None:
     """
     if not resolve_redis_url(config.redis_url).startswith("unix://"):
         return
-    client = connect(config.redis_url)
+    store = open_store(config)
     try:
-        store = CandleStore(client, key_template=config.key_template)
         keys = [store.key(s, get_timeframe(tf)) for s in config.symbols for tf in config.timeframes]
-        await client.delete(*keys)
+        await store.client.delete(*keys)
     finally:
-        await client.aclose()
+        await store.client.aclose()
 
 
 async def backfill_offline(
@@ -84,18 +83,12 @@ async def ensure_offline_cache(
     Lets the analysis notebooks run top to bottom offline; a cache that holds
     anything is left as it is (None is returned).
     """
-    client = connect(config.redis_url)
+    store = open_store(config)
     try:
-        store = CandleStore(
-            client,
-            key_template=config.key_template,
-            user_id=config.user_id,
-            exchange_id=config.exchange_id,
-        )
         series = [(s, get_timeframe(tf)) for s in config.symbols for tf in config.timeframes]
         infos = await store.info(series)
     finally:
-        await client.aclose()
+        await store.client.aclose()
     if any(info.count for info in infos):
         return None
     return await backfill_offline(config, on_event=on_event)
