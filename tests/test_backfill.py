@@ -241,6 +241,7 @@ async def test_client_is_correct_when_the_server_includes_end(
     assert_same_candles(got, want[-300:])
 
 
+@pytest.mark.slow
 async def test_default_pace_never_trips_the_rate_limit(
     emulator: Emulator, key_env, redis_url, key_template
 ):

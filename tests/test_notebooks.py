@@ -26,6 +26,8 @@ from livermore_nb.startup import (
 )
 from livermore_nb.store import format_key
 
+pytestmark = pytest.mark.slow  # papermill starts a kernel per test
+
 REPO = Path(__file__).resolve().parent.parent
 MARKER = "import pathlib; pathlib.Path('marker').touch()"
 

@@ -157,6 +157,7 @@ def assert_all_or_nothing(
 # ---------------------------------------------------------------- upstream faults
 
 
+@pytest.mark.slow
 async def test_faulty_upstream_still_fills_every_series_with_the_emulators_data(
     ec_key: TestKey, redis_url: str, key_template: str, sync_redis: redis.Redis
 ) -> None:
