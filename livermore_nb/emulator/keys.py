@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import os
 import uuid
@@ -16,6 +15,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from ..coinbase import parse_private_key
 from ..errors import ConfigError
 
 PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
@@ -59,19 +59,7 @@ def make_test_key(kind: Literal["ec", "ed25519"], name: str | None = None) -> Te
 
 def public_key_from_secret(secret: str) -> PublicKey:
     """Derive the public key from a Coinbase private key string (PEM or base64 Ed25519)."""
-    text = secret.strip().replace("\\n", "\n")
-    try:
-        if "-----BEGIN" in text:
-            key = serialization.load_pem_private_key(text.encode(), password=None)
-            if isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
-                return key.public_key()
-            raise ConfigError("private key is neither EC nor Ed25519")
-        raw = base64.b64decode(text, validate=True)
-        if len(raw) not in (32, 64):
-            raise ConfigError("Ed25519 key must be base64 of 32 or 64 bytes")
-        return ed25519.Ed25519PrivateKey.from_private_bytes(raw[:32]).public_key()
-    except (ValueError, TypeError, binascii.Error) as exc:
-        raise ConfigError("private key is not a valid PEM or base64 Ed25519 key") from exc
+    return parse_private_key(secret).public_key()
 
 
 def write_key_file(path: str | Path, key: TestKey) -> Path:
