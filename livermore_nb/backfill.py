@@ -270,6 +270,16 @@ def _iso(ms: int | None) -> str | None:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+NOT_STARTED = "not started"
+
+
+def _failed(symbol: str, timeframe: str, info: SeriesInfo, error: str) -> SeriesResult:
+    """A failed series, with what Redis already held for it (untouched by this run)."""
+    return SeriesResult(
+        symbol, timeframe, info.count, _iso(info.first_ms), _iso(info.last_ms), "failed", error
+    )
+
+
 def resolve_rate(config: BackfillConfig, credentials: Credentials | None) -> float:
     """The configured rate, or the default for the endpoint in use."""
     return config.rate or (PRIVATE_RATE if credentials else PUBLIC_RATE)
@@ -294,7 +304,7 @@ class _Run:
         self.emit = emit
         self.clock = clock
         self.results: dict[tuple[str, str], SeriesResult] = {
-            key: SeriesResult(*key, error="not started") for key in infos
+            key: _failed(*key, info, NOT_STARTED) for key, info in infos.items()
         }
         self.unknown: set[str] = set()
         self.done = 0
@@ -379,11 +389,9 @@ class _Run:
         )
 
     def _record_failure(self, symbol: str, tf: Timeframe, error: str) -> None:
-        info = self.infos[(symbol, tf.name)]
-        result = SeriesResult(
-            symbol, tf.name, info.count, _iso(info.first_ms), _iso(info.last_ms), "failed", error
+        self.results[(symbol, tf.name)] = _failed(
+            symbol, tf.name, self.infos[(symbol, tf.name)], error
         )
-        self.results[(symbol, tf.name)] = result
 
     def _progress(self) -> None:
         total = len(self.results)
@@ -528,6 +536,6 @@ async def _run_workers(
         await asyncio.gather(*workers, *([stopper] if stopper else []), return_exceptions=True)
     if error is not None:
         for key, result in run.results.items():
-            if result.error == "not started":
+            if result.error == NOT_STARTED:
                 run.results[key] = replace(result, error=error)
     return error, code

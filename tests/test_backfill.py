@@ -291,3 +291,21 @@ def test_real_coinbase_product_ids_are_accepted(symbol: str) -> None:
 def test_malformed_product_ids_are_config_errors(symbol: str) -> None:
     with pytest.raises(ConfigError, match="malformed symbol"):
         parse_symbols(symbol)
+
+
+async def test_an_interrupted_run_reports_what_redis_still_holds(
+    emulator: Emulator, key_env, redis_url, key_template
+):
+    import asyncio
+
+    cfg = config(redis_url, key_template, symbols=("SOL-USD",), timeframes="1h")
+    await backfill(cfg, env=key_env)
+    stop = asyncio.Event()
+    stop.set()  # interrupted before anything could be fetched
+    report = await backfill(
+        BackfillConfig(**{**cfg.__dict__, "full": True}), env=key_env, stop=stop
+    )
+    assert report.exit_code == EXIT_NOT_READY
+    [series] = report.series
+    assert series.status == "failed" and "interrupted" in series.error
+    assert series.candles == 300 and series.last is not None  # still in Redis, untouched
