@@ -232,19 +232,22 @@ class CoinbaseClient:
                 task.cancel()
             raise
         found = dedupe_sorted(c for batch in results for c in batch)
+        span = self.page_size * tf.seconds
         oldest = pages[-1].start_s if pages else end_s
-        last_batch_empty = bool(results) and not results[-1]
+        # only a whole page without a candle says the history ended; a short
+        # remainder page of an illiquid product is often empty by chance
+        ended = bool(pages) and not results[-1] and pages[-1].end_s - pages[-1].start_s == span
         while (
             more_needed is not None
             and len(pages) < max_pages
-            and not last_batch_empty
+            and not ended
             and more_needed(found, oldest)
         ):
-            page = Page(oldest - self.page_size * tf.seconds, oldest)
+            page = Page(oldest - span, oldest)
             batch = await self.candles(product, tf, page)
             pages.append(page)
             found = dedupe_sorted([*batch, *found])
-            oldest, last_batch_empty = page.start_s, not batch
+            oldest, ended = page.start_s, not batch
         return found, oldest
 
     async def _request(self, product: str, tf: Timeframe, page: Page) -> list[Candle]:

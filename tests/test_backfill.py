@@ -82,10 +82,11 @@ def config(redis_url: str, key_template: str, **overrides) -> BackfillConfig:
     )
 
 
+@pytest.mark.parametrize("hours_back", [0, 1, 2, 3])  # every phase of "now" in a 4h bucket
 async def test_redis_equals_the_emulator_candle_for_candle(
-    emulator: Emulator, key_env, redis_url, key_template, sync_redis
+    emulator: Emulator, key_env, redis_url, key_template, sync_redis, hours_back: int
 ):
-    now = time.time()
+    now = time.time() - hours_back * 3600
     report = await backfill(config(redis_url, key_template), env=key_env, clock=lambda: now)
     not_ready = {(s.symbol, s.timeframe, s.status) for s in report.series if s.status != "ready"}
     assert not_ready == {("BTC-USD", "1d", "short"), ("XTZ-USD", "1d", "short")}  # ~32-89 days
@@ -271,7 +272,8 @@ async def test_a_page_that_fails_for_good_stops_its_sibling_pages(
             BackfillConfig(**{**cfg.__dict__, "retry": retry}), env=env, clock=lambda: now
         )
     h1, h4 = TIMEFRAMES["1h"], TIMEFRAMES["4h"]
-    pages = len(page_windows(h1, h4.floor(now) - 300 * h4.seconds, h1.floor(now), 300))
+    # a 4h-only task fetches the hours of the closed 4h buckets: up to the open 4h bucket
+    pages = len(page_windows(h1, h4.floor(now) - 300 * h4.seconds, h4.floor(now), 300))
     assert [s.status for s in report.series] == ["failed"]
     assert "HTTP 5" in report.series[0].error
     # every page × 2 tries would be 2 × pages requests; the first page to give up stops the rest
@@ -309,3 +311,33 @@ async def test_an_interrupted_run_reports_what_redis_still_holds(
     [series] = report.series
     assert series.status == "failed" and "interrupted" in series.error
     assert series.candles == 300 and series.last is not None  # still in Redis, untouched
+
+
+async def test_an_empty_short_remainder_page_does_not_end_the_paging(emulator: Emulator, key_env):
+    import aiohttp
+
+    from livermore_nb.coinbase import CoinbaseClient, load_credentials
+    from livermore_nb.ratelimit import Pacer, RequestStats, RetryPolicy
+
+    h1 = TIMEFRAMES["1h"]
+    newest = h1.floor(time.time()) - 400 * 3600
+    # an hour in which the illiquid ICP-USD has no candle: it becomes a 1-hour remainder page
+    hole = next(
+        t
+        for t in range(newest, newest - 2000 * 3600, -3600)
+        if not emulator.candles("ICP-USD", "ONE_HOUR", t, t + 3600)
+    )
+    async with aiohttp.ClientSession() as session:
+        client = CoinbaseClient(
+            session,
+            api_url=emulator.url,
+            credentials=load_credentials(key_env),
+            pacer=Pacer(25),
+            retry=RetryPolicy(),
+            stats=RequestStats(),
+        )
+        found, covered = await client.fetch(
+            "ICP-USD", h1, hole, hole + 301 * 3600, more_needed=lambda c, _: len(c) < 250
+        )
+    assert len(found) >= 250  # one full page holds ~210 of ICP's candles: it paged back
+    assert covered < hole
