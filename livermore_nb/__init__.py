@@ -4,6 +4,8 @@ The notebooks and the ``livermore-nb`` command are thin layers over this API::
 
     report = await backfill(BackfillConfig(symbols=("BTC-USD", "ETH-USD")))
     report.ready, report.to_frame()
+    coverage(None, ["BTC-USD"], ["5m", "1h"])     # what Redis holds (None: the default Redis)
+    macdv(frame)                                  # MACD-V, signal, histogram, stage per bar
 """
 
 from .backfill import (
@@ -15,6 +17,7 @@ from .backfill import (
     raise_for_gate,
 )
 from .candles import Candle
+from .coverage import coverage
 from .errors import (
     AuthError,
     ConfigError,
@@ -23,6 +26,7 @@ from .errors import (
     StoreError,
     UpstreamError,
 )
+from .macdv import macdv
 from .store import CandleStore
 from .timeframes import TIMEFRAMES, Timeframe
 
@@ -45,5 +49,7 @@ __all__ = [
     "UpstreamError",
     "__version__",
     "backfill",
+    "coverage",
+    "macdv",
     "raise_for_gate",
 ]
