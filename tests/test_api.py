@@ -39,4 +39,4 @@ def test_design_calls_have_the_promised_shape() -> None:
         "symbols",
         "timeframes",
     ]
-    assert list(inspect.signature(livermore_nb.macdv).parameters)[0] == "df"
+    assert next(iter(inspect.signature(livermore_nb.macdv).parameters)) == "df"
