@@ -4,8 +4,10 @@ The notebooks and the ``livermore-nb`` command are thin layers over this API::
 
     report = await backfill(BackfillConfig(symbols=("BTC-USD", "ETH-USD")))
     report.ready, report.to_frame()
-    coverage(None, ["BTC-USD"], ["5m", "1h"])     # what Redis holds (None: the default Redis)
-    macdv(frame)                                  # MACD-V, signal, histogram, stage per bar
+
+The analysis side lives in its modules (importing them here would shadow the
+module names): ``livermore_nb.coverage.coverage(redis, symbols, timeframes)``
+and ``livermore_nb.macdv.macdv(df)`` each return a DataFrame.
 """
 
 from .backfill import (
@@ -17,7 +19,6 @@ from .backfill import (
     raise_for_gate,
 )
 from .candles import Candle
-from .coverage import coverage
 from .errors import (
     AuthError,
     ConfigError,
@@ -26,7 +27,6 @@ from .errors import (
     StoreError,
     UpstreamError,
 )
-from .macdv import macdv
 from .store import CandleStore
 from .timeframes import TIMEFRAMES, Timeframe
 
@@ -49,7 +49,5 @@ __all__ = [
     "UpstreamError",
     "__version__",
     "backfill",
-    "coverage",
-    "macdv",
     "raise_for_gate",
 ]
