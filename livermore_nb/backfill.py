@@ -20,7 +20,7 @@ from typing import Any
 
 import aiohttp
 
-from .candles import Candle, aggregate
+from .candles import Candle, aggregate, complete_buckets
 from .coinbase import DEFAULT_API_URL, CoinbaseClient, Credentials, load_credentials
 from .errors import (
     EXIT_NOT_READY,
@@ -184,9 +184,8 @@ def _count_in_window(tf: Timeframe, window: Window, found: Sequence[Candle], cov
     end_ms = window.end_s * 1000
     if tf.native:
         return bisect_left(found, end_ms, key=attrgetter("timestamp"))
-    first = -(-covered_s * 1000 // tf.ms) * tf.ms
-    last = end_ms // tf.ms * tf.ms
-    return len({c.timestamp // tf.ms for c in found if first <= c.timestamp < last})
+    buckets = complete_buckets(tf, covered_s * 1000, end_ms)
+    return len({c.timestamp // tf.ms for c in found if buckets.start <= c.timestamp < buckets.stop})
 
 
 @dataclass

@@ -137,13 +137,6 @@ def to_frame(candles: Sequence[Candle]) -> pd.DataFrame:
     return frame.sort_index()
 
 
-def from_frame(frame: pd.DataFrame) -> list[Candle]:
-    """The analysis DataFrame → candle tuples (oldest first)."""
-    stamps = pd.DatetimeIndex(frame.index).as_unit("ms").asi8
-    cols = [frame[c].to_numpy(dtype="float64").tolist() for c in FRAME_COLUMNS]
-    return [Candle(int(t), *vals) for t, *vals in zip(stamps.tolist(), *cols, strict=True)]
-
-
 def resample(frame: pd.DataFrame, seconds: int) -> pd.DataFrame:
     """Aggregate a candle frame into UTC-aligned buckets of ``seconds``.
 
@@ -165,6 +158,12 @@ def resample(frame: pd.DataFrame, seconds: int) -> pd.DataFrame:
     return out
 
 
+def complete_buckets(target: Timeframe, window_start_ms: int, window_end_ms: int) -> range:
+    """Open times (ms) of the ``target`` buckets lying wholly inside the window."""
+    size = target.ms
+    return range(-(-window_start_ms // size) * size, window_end_ms // size * size, size)
+
+
 def aggregate(
     candles: Sequence[Candle], target: Timeframe, window_start_ms: int, window_end_ms: int
 ) -> list[Candle]:
@@ -175,8 +174,8 @@ def aggregate(
     hours with no trades are legitimately absent and do not make a bucket partial.
     """
     size = target.ms
-    first = -(-window_start_ms // size) * size
-    last = window_end_ms // size * size
+    buckets = complete_buckets(target, window_start_ms, window_end_ms)
+    first, last = buckets.start, buckets.stop
     out: list[Candle] = []
     bucket: int | None = None
     b_open = b_high = b_low = b_close = 0.0
