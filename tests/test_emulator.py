@@ -23,11 +23,13 @@ from typing import Any
 
 import aiohttp
 import jwt
+import numpy as np
 import pandas as pd
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from livermore_nb.candles import parse_candle
+from livermore_nb.candles import Candle, parse_candle
+from livermore_nb.candles import aggregate as aggregate_candles
 from livermore_nb.emulator import (
     Emulator,
     EmulatorConfig,
@@ -37,6 +39,7 @@ from livermore_nb.emulator import (
     make_test_key,
     write_key_file,
 )
+from livermore_nb.emulator.series import ENTRY_BYTES, Bars, BlockCache
 from livermore_nb.timeframes import GRANULARITIES
 
 DATA = Path(__file__).resolve().parent.parent / "livermore_nb" / "data"
@@ -546,8 +549,10 @@ async def test_synthetic_windows_agree_however_they_are_asked(emu: Emulator):
 async def test_illiquid_synthetic_product_omits_about_30_percent(emu: Emulator, session):
     gappy = await fetch(session, emu, "ICP-USD", window("ONE_HOUR", 300))
     liquid = await fetch(session, emu, "SOL-USD", window("ONE_HOUR", 300))
+    gappy_5m = await fetch(session, emu, "ICP-USD", window("FIVE_MINUTE", 300))
     assert 150 < len(gappy.body["candles"]) < 260
     assert len(liquid.body["candles"]) == 300
+    assert 90 < len(gappy_5m.body["candles"]) < 210  # quiet hours, and gaps inside traded ones
 
 
 def test_synthetic_open_candle_grows_then_closes():
@@ -586,18 +591,147 @@ async def test_extend_history_reaches_300_daily_candles(session):
         info = {p["product"]: p for p in extended.describe()["products"]}
         async with session.get(f"{extended.url}/_emulator/products") as r:
             listing = await r.json()
-    first_recorded = short[-1]
-    boundary = next(i for i, c in enumerate(long) if c["start"] == first_recorded["start"])
+    btc = info["BTC-USD"]
+    midnight = epoch(btc["synthetic_before"])
+    synthetic = next(i for i, c in enumerate(long) if int(c["start"]) < midnight)
     assert len(short) < 40
     assert len(long) >= 300
-    assert long[: boundary + 1] == short  # recorded candles unchanged
-    assert long[boundary + 1]["close"] == first_recorded["open"]  # the walk ends where data starts
-    btc = info["BTC-USD"]
+    assert midnight % 86400 == 0
+    assert int(short[-1]["start"]) <= midnight <= int(short[-1]["start"]) + 86400
+    assert long[:synthetic] == [c for c in short if int(c["start"]) >= midnight]  # recorded kept
+    assert long[synthetic - 1]["start"] == str(midnight)
+    walk_end, data_start = long[synthetic]["close"], long[synthetic - 1]["open"]
+    assert walk_end == data_start  # the walk ends where the recorded data starts
     assert btc["source"] == "recorded"
-    assert btc["synthetic_before"] == btc["recorded_from"] is not None
+    assert btc["synthetic_before"] == btc["recorded_from"]  # BTC-USD traded in that minute
     assert "SYNTHETIC" in btc["label"]
     assert listing == extended.describe()
     assert info["ICP-USD"]["illiquid"] and info["SOL-USD"]["source"] == "synthetic"
+
+
+def epoch(text: str) -> int:
+    return int(pd.Timestamp(text).timestamp())
+
+
+@pytest.mark.parametrize("granularity", list(GRANULARITIES))
+def test_extended_history_switches_to_recorded_at_midnight(granularity: str):
+    extended, plain = Emulator(config(extend_history=True)), Emulator(config())
+    g = GRANULARITIES[granularity].seconds
+    info = {p["product"]: p for p in extended.describe()["products"]}
+    for product in ("BTC-USD", "XTZ-USD"):
+        midnight = epoch(info[product]["synthetic_before"])
+        around = extended.candles(product, granularity, midnight - 5 * g, midnight + 5 * g)
+        recorded = [c for c in around if int(c["start"]) >= midnight]
+        assert recorded == plain.candles(product, granularity, midnight, midnight + 5 * g)
+        assert len(recorded) < len(around)
+        first = int(recorded[-1]["start"])  # newest first: the oldest recorded bucket is last
+        assert first <= epoch(info[product]["recorded_from"]) < first + g
+        if product == "BTC-USD":  # liquid: the last synthetic close is the first recorded open
+            assert around[len(recorded)]["close"] == around[len(recorded) - 1]["open"]
+
+
+# --- synthetic granularities are aggregates of the 5-minute walk ----------------------
+
+COARSE = [g for g in GRANULARITIES if GRANULARITIES[g].seconds > 300]
+
+
+def five_minute_candles(emu: Emulator, product: str, lo: int, hi: int) -> list[Candle]:
+    """The emulator's own FIVE_MINUTE candles starting in ``[lo, hi)``, oldest first."""
+    tf, page = GRANULARITIES["FIVE_MINUTE"], 300 * 300
+    return sorted(
+        parse_candle(c, tf)
+        for a in range(lo, hi, page)
+        for c in emu.candles(product, "FIVE_MINUTE", a, min(hi, a + page))
+    )
+
+
+def served(emu: Emulator, product: str, granularity: str, lo: int, hi: int) -> list[Candle]:
+    tf = GRANULARITIES[granularity]
+    return sorted(parse_candle(c, tf) for c in emu.candles(product, granularity, lo, hi))
+
+
+def assert_aggregates(
+    native: list[Candle], fives: list[Candle], granularity: str, lo: int, hi: int
+):
+    """``native`` is exactly the aggregation of ``fives`` over ``[lo, hi)`` (the oracle)."""
+    tf = GRANULARITIES[granularity]
+    expected = aggregate_candles(fives, tf, lo * 1000, hi * 1000)
+    assert [c[:5] for c in native] == [c[:5] for c in expected]
+    want = [round(c.volume, 8) for c in expected]  # Coinbase reports 8 decimals
+    assert [c.volume for c in native] == pytest.approx(want, rel=1e-12)
+
+
+CASES = {
+    "liquid": ("SOL-USD", False, "recent"),
+    "cheap": ("SHIB-USD", False, "recent"),
+    "illiquid": ("ICP-USD", False, "recent"),
+    "btc-synthetic": ("BTC-USD", True, "synthetic"),
+    "btc-midnight": ("BTC-USD", True, "midnight"),
+    "xtz-synthetic": ("XTZ-USD", True, "synthetic"),
+    "xtz-midnight": ("XTZ-USD", True, "midnight"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_closed_synthetic_candles_are_aggregates_of_five_minute_ones(case: str):
+    product, extend, where = CASES[case]
+    emu = Emulator(config(extend_history=extend))
+    info = {p["product"]: p for p in emu.describe()["products"]}[product]
+    for granularity in COARSE:
+        g = GRANULARITIES[granularity].seconds
+        if where == "recent":
+            hi = int(ANCHOR // g * g)  # the newest closed bucket is the last one
+            lo = hi - 24 * g
+        else:
+            midnight = epoch(info["synthetic_before"])
+            lo = midnight - (40 * 86400 if where == "synthetic" else 12 * g)
+            hi = lo + 24 * g
+        native = served(emu, product, granularity, lo, hi)
+        assert native, granularity
+        assert_aggregates(native, five_minute_candles(emu, product, lo, hi), granularity, lo, hi)
+
+
+@pytest.mark.parametrize("product", ["SOL-USD", "ICP-USD"])
+def test_open_candle_is_the_aggregate_of_the_opened_five_minute_bars(product: str):
+    clock = FakeClock()
+    emu = Emulator(config(clock=clock))
+    day = int(ANCHOR // 86400 * 86400)
+    for now in (ANCHOR, day + 86400 + 7.5, day + 86400 + 3 * 3600 + 1234.5, day + 2 * 86400 - 0.25):
+        clock.now = now
+        for granularity in ("ONE_HOUR", "ONE_DAY"):
+            g = GRANULARITIES[granularity].seconds
+            lo, hi = int(now // g * g) - 2 * g, int(now // g * g) + g  # two closed, the open one
+            native = served(emu, product, granularity, lo, hi)
+            fives = five_minute_candles(emu, product, lo, int(now) + 1)
+            assert_aggregates(native, fives, granularity, lo, hi)
+            assert int(fives[-1].timestamp) // 1000 <= now
+
+
+@pytest.mark.parametrize("granularity", ["ONE_HOUR", "SIX_HOUR", "ONE_DAY"])
+def test_aggregated_windows_agree_however_they_are_asked(granularity: str):
+    g = GRANULARITIES[granularity].seconds
+    end = int(ANCHOR // g * g) + g
+    whole = Emulator(config()).candles("ICP-USD", granularity, end - 300 * g, end)
+    emu = Emulator(config())
+    pieces = [(100, 40), (300, 250), (260, 90), (45, 0)]  # overlapping, out of order
+    for a, b in pieces:
+        got = emu.candles("ICP-USD", granularity, end - a * g, end - b * g)
+        assert got == [c for c in whole if end - a * g <= int(c["start"]) < end - b * g]
+    assert emu.candles("ICP-USD", granularity, end - 300 * g, end) == whole
+
+
+def test_block_cache_is_bounded_and_least_recently_used():
+    def bars() -> Bars:
+        return Bars(np.arange(10), *(np.ones(10) for _ in range(5)))
+
+    cache = BlockCache(max_bytes=3 * (ENTRY_BYTES + 6 * 8 * 10))
+    for key in "abc":
+        cache.put(key, 0, 10, bars())
+    assert cache.get("a") is not None  # now the most recently used
+    cache.put("d", 0, 10, bars())
+    assert cache.get("b") is None
+    assert all(cache.get(key) is not None for key in "acd")
+    assert cache.bytes <= cache.max_bytes
 
 
 def test_products_lists_recorded_then_synthetic():

@@ -13,12 +13,15 @@ Serves ``GET /api/v3/brokerage/products/{id}/candles`` (JWT, ES256 or EdDSA) and
   minute of ``anchor``, fixed when the Emulator is created: values never change
   while it runs, and no new minutes appear after the anchor.
 * Synthetic products (``DEFAULT_SYNTHETIC`` and any ``SYN<digits>-USD``) are
-  seeded random walks, deterministic per (seed, product, granularity), reaching
-  ``history_days`` back. ``illiquid`` products (default ICP-USD, and XTZ-USD's
-  synthetic history) omit ~30 % of their buckets.
-* ``extend_history=True`` serves buckets before a recorded product's first
-  recorded minute from a synthetic walk ending at its first recorded open;
-  ``describe()`` / ``GET /_emulator/products`` label them (``synthetic_before``).
+  seeded random walks, deterministic per (seed, product), reaching
+  ``history_days`` back: one 5-minute walk whose UTC-aligned aggregates are every
+  coarser granularity (so candles agree across granularities, as Coinbase's do),
+  and a separate minute walk. ``illiquid`` products (default ICP-USD, and
+  XTZ-USD's synthetic history) omit ~30 % of their hours, and more 5m buckets.
+* ``extend_history=True`` serves a recorded product's history before its first
+  recorded 00:00 UTC from a synthetic walk ending at the recorded open there
+  (recorded minutes before that midnight are dropped); ``describe()`` /
+  ``GET /_emulator/products`` label them (``synthetic_before``).
 * Rate limits: a sliding second per key name (private) or client IP (public);
   429 with ``Retry-After: <retry_after_s as %g>``. Rejected requests count
   toward the window, so hammering keeps a client locked out.

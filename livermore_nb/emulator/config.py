@@ -28,7 +28,7 @@ DEFAULT_SYNTHETIC: tuple[str, ...] = tuple(SYNTHETIC_PRICES)
 """21 real-looking synthetic names: with the 4 recorded products, a 25-symbol demo."""
 
 DEFAULT_ILLIQUID: tuple[str, ...] = ("ICP-USD", "XTZ-USD")
-"""Products whose *synthetic* candles omit ~``illiquid_gap_rate`` of the buckets.
+"""Products whose *synthetic* candles have gaps (see ``EmulatorConfig.illiquid_gap_rate``).
 
 ICP-USD is the illiquid synthetic product; XTZ-USD (recorded, already gappy) gets
 gaps in its synthetic extended history too.
@@ -45,12 +45,23 @@ class EmulatorConfig:
     """Synthetic products listed by ``products()``; ``SYN<digits>-USD`` always works too."""
     illiquid: tuple[str, ...] = DEFAULT_ILLIQUID
     illiquid_gap_rate: float = 0.3
+    """How empty an ``illiquid`` product's synthetic candles are.
+
+    An hour is quiet (no candle at any granularity) with this probability, and in
+    traded hours each 1m or 5m bucket is empty with it too; a coarser bucket is
+    empty only when all its 5m buckets are. At 0.3: ~30 % of the hours and ~51 %
+    of the 5m buckets are omitted. Deterministic per bucket.
+    """
     daily_volatility: float = 0.03
     """Standard deviation of the synthetic walk's daily log return."""
     history_days: int = 2000
     """Synthetic history reaches this far back from the anchor; nothing before."""
     extend_history: bool = False
-    """Serve buckets older than the recorded span of a recorded product from a synthetic walk."""
+    """Serve a recorded product's history before its first recorded midnight from a walk.
+
+    Recorded minutes before that 00:00 UTC are then dropped, so all granularities
+    switch from synthetic to recorded at the same instant.
+    """
     anchor: float | None = None
     """UNIX time whose minute is the newest recorded minute; None = ``clock()`` at creation."""
     clock: Callable[[], float] = time.time
