@@ -52,7 +52,7 @@ async def _fetch(client: CoinbaseClient, symbol: str, tf: Timeframe, now: float)
     source = get_timeframe(tf.source)
     end = tf.floor(now)
     hours = await client.candles(symbol, source, Page(end - HOURS_FOR_4H * source.seconds, end))
-    return aggregate(hours, tf, (end - HOURS_FOR_4H * source.seconds) * 1000, end * 1000)
+    return aggregate(sorted(hours), tf, (end - HOURS_FOR_4H * source.seconds) * 1000, end * 1000)
 
 
 async def seed_backfill(

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import gzip
 import math
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
+from itertools import islice
 from math import fsum
-from operator import itemgetter
+from operator import gt, itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -41,6 +43,7 @@ class Candle(NamedTuple):
 _INF = math.inf
 _FIELDS = ("start", "open", "high", "low", "close", "volume")
 _get_fields = itemgetter(*_FIELDS)
+_timestamp = itemgetter(0)
 _new_candle = tuple.__new__
 """``_new_candle(Candle, (ts, o, h, l, c, v))``: a Candle without ``__new__``'s Python frame."""
 
@@ -123,7 +126,15 @@ def parse_candles_payload(payload: Any, tf: Timeframe) -> list[Candle]:
 
 
 def dedupe_sorted(candles: Iterable[Candle]) -> list[Candle]:
-    """Oldest first, one candle per timestamp (the last one seen wins)."""
+    """Oldest first, one candle per timestamp (the last one seen wins).
+
+    Pages arrive newest first and cover disjoint windows, so the usual input is
+    strictly descending: that is reversed as it is, with no dict and no sort.
+    """
+    candles = list(candles)
+    stamps = list(map(_timestamp, candles))
+    if all(map(gt, stamps, islice(stamps, 1, None))):
+        return candles[::-1]
     return sorted({c.timestamp: c for c in candles}.values())
 
 
@@ -167,33 +178,34 @@ def complete_buckets(target: Timeframe, window_start_ms: int, window_end_ms: int
 def aggregate(
     candles: Sequence[Candle], target: Timeframe, window_start_ms: int, window_end_ms: int
 ) -> list[Candle]:
-    """Build ``target`` candles (e.g. 4h) from finer ones, complete buckets only.
+    """Build ``target`` candles (e.g. 4h) from finer ones (oldest first), complete buckets only.
 
     A bucket is complete when it lies wholly inside ``[window_start_ms,
     window_end_ms)``, the span the finer candles were fetched for and closed in;
-    hours with no trades are legitimately absent and do not make a bucket partial.
+    periods with no trades are legitimately absent and do not make a bucket partial.
     """
     size = target.ms
     buckets = complete_buckets(target, window_start_ms, window_end_ms)
-    first, last = buckets.start, buckets.stop
+    lo = bisect_left(candles, buckets.start, key=_timestamp)
+    hi = bisect_left(candles, buckets.stop, key=_timestamp, lo=lo)
     out: list[Candle] = []
     bucket: int | None = None
     b_open = b_high = b_low = b_close = 0.0
     volumes: list[float] = []
-    # One pass over sorted candles, no DataFrame round trip: this runs for every 4h series.
-    for ts, o, h, lo, c, v in sorted(c for c in candles if first <= c[0] < last):
+    # One pass over the sorted candles, no DataFrame round trip: this runs for every 4h series.
+    for ts, o, h, low, c, v in candles[lo:hi]:
         start = ts - ts % size
         if start != bucket:
             if bucket is not None:
                 out.append(
                     _new_candle(Candle, (bucket, b_open, b_high, b_low, b_close, fsum(volumes)))
                 )
-            bucket, b_open, b_high, b_low, b_close, volumes = start, o, h, lo, c, [v]
+            bucket, b_open, b_high, b_low, b_close, volumes = start, o, h, low, c, [v]
             continue
         if h > b_high:
             b_high = h
-        if lo < b_low:
-            b_low = lo
+        if low < b_low:
+            b_low = low
         b_close = c
         volumes.append(v)  # summed by fsum: correctly rounded whatever the order
     if bucket is not None:

@@ -18,6 +18,7 @@ import stat
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -200,7 +201,7 @@ class CoinbaseClient:
         self._clock = clock
 
     async def candles(self, product: str, tf: Timeframe, page: Page) -> list[Candle]:
-        """One page of candles in ``[start, end)``, oldest first, retried as the policy says."""
+        """One page of ``[start, end)``, newest first as sent, retried as the policy says."""
         async for attempt in retrying(self._retry, self.stats):
             with attempt:
                 return await self._request(product, tf, page)
@@ -231,7 +232,7 @@ class CoinbaseClient:
             for task in tasks:  # one page failed for good: the series fails, stop the others
                 task.cancel()
             raise
-        found = dedupe_sorted(c for batch in results for c in batch)
+        found = dedupe_sorted(chain.from_iterable(results))
         span = self.page_size * tf.seconds
         oldest = pages[-1].start_s if pages else end_s
         # only a whole page without a candle says the history ended; a short
@@ -246,7 +247,7 @@ class CoinbaseClient:
             page = Page(oldest - span, oldest)
             batch = await self.candles(product, tf, page)
             pages.append(page)
-            found = dedupe_sorted([*batch, *found])
+            found = dedupe_sorted([*reversed(found), *batch])  # newest first, as sent
             oldest, ended = page.start_s, not batch
         return found, oldest
 

@@ -18,6 +18,7 @@ import string
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -193,24 +194,24 @@ class SeriesInfo:
 
 
 def member_json(candle: Candle, symbol: str, timeframe: str) -> bytes:
-    """The compact JSON member for one candle, keys in the indicator service's order.
+    """The compact JSON member for one candle, keys in the indicator service's order."""
+    return members_blob([candle], symbol, timeframe)
 
-    orjson writes the shortest round-tripping float (``1e-5`` where Python's repr
-    says ``1e-05``: the same number) about 2.5× faster than formatting in Python.
+
+def members_blob(candles: Sequence[Candle], symbol: str, timeframe: str) -> bytes:
+    """The members of a series, newline-separated (compact JSON holds no newline).
+
+    One ``orjson.dumps`` for the whole series, split between objects in C, is
+    about three times faster than one call per candle. orjson writes the
+    shortest round-tripping float (``0.00001`` where Python's repr says
+    ``1e-05``: the same number).
     """
-    ts, o, h, lo, c, v = candle
-    return orjson.dumps(
-        {
-            "timestamp": ts,
-            "open": o,
-            "high": h,
-            "low": lo,
-            "close": c,
-            "volume": v,
-            "symbol": symbol,
-            "timeframe": timeframe,
-        }
-    )
+    docs = [
+        {"timestamp": ts, "open": o, "high": h, "low": lo, "close": c, "volume": v,
+         "symbol": symbol, "timeframe": timeframe}
+        for ts, o, h, lo, c, v in candles
+    ]  # fmt: skip
+    return orjson.dumps(docs)[1:-1].replace(b"},{", b"}\n{")
 
 
 def _score(value: Any) -> int | None:
@@ -254,8 +255,8 @@ class CandleStore:
 
     async def write(self, symbol: str, tf: Timeframe, candles: Sequence[Candle]) -> SeriesInfo:
         """Write one series atomically; returns what the series holds afterwards."""
-        scores = " ".join([str(candle[0]) for candle in candles])
-        members = b"\n".join([member_json(c, symbol, tf.name) for c in candles])
+        scores = " ".join(map(str, map(itemgetter(0), candles)))
+        members = members_blob(candles, symbol, tf.name)
         args: list[Any] = [self.keep, self.ttl, scores, members]
         key = self.key(symbol, tf)
         for delay in (*self.write_backoff_s, None):
