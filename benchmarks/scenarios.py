@@ -13,9 +13,18 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from livermore_nb.backfill import BackfillConfig, BackfillReport, backfill, plan, target_window
+from livermore_nb.backfill import (
+    BackfillConfig,
+    BackfillReport,
+    Window,
+    backfill,
+    derive_warm,
+    plan,
+    target_window,
+)
 from livermore_nb.coinbase import page_windows
 from livermore_nb.store import SeriesInfo
+from livermore_nb.timeframes import Timeframe, get_timeframe
 
 from .harness import KEY_TEMPLATE, BenchKey, BenchRedis, EmulatorProcess, client_env
 
@@ -61,13 +70,37 @@ def minimum_requests(config: BackfillConfig, now: float) -> int:
     return total
 
 
-def expected_warm_requests(config: BackfillConfig, downtime_s: float) -> float:
-    """Mean requests of a restart after ``downtime_s`` at a random moment (one page each)."""
-    total = 0.0
-    for task in plan(config.symbols, config.timeframes):
-        shortest = min(tf.seconds for tf in task.targets)
-        total += min(1.0, downtime_s / shortest)
-    return total
+def expected_warm_requests(config: BackfillConfig, downtime_s: float, moments: int = 1000) -> float:
+    """Mean requests of a restart after ``downtime_s`` over seeded moments of a day."""
+    rng = random.Random(1)
+    return (
+        sum(
+            restart_requests(config, 86400 * 20_000 + rng.uniform(0, 86400), downtime_s)
+            for _ in range(moments)
+        )
+        / moments
+    )
+
+
+def restart_requests(config: BackfillConfig, now: float, downtime_s: float) -> int:
+    """Requests a restart at ``now`` plans when the cache was current ``downtime_s`` before.
+
+    The package's own planning (``derive_warm``): one request per task with a
+    window (each fits one page).
+    """
+    infos = {
+        (symbol, tf.name): SeriesInfo(
+            config.candles, 0, (tf.floor(now - downtime_s) - tf.seconds) * 1000
+        )
+        for symbol in config.symbols
+        for tf in map(get_timeframe, config.timeframes)
+    }
+
+    def window_of(symbol: str, tf: Timeframe) -> Window | None:
+        return target_window(tf, infos[(symbol, tf.name)], now, config)
+
+    tasks = derive_warm(plan(config.symbols, config.timeframes), window_of, config.page_size)
+    return sum(any(window_of(t.symbol, tf) for tf in t.targets) for t in tasks)
 
 
 async def timed_backfill(config: BackfillConfig, env: dict[str, str], **kw: Any) -> BackfillReport:

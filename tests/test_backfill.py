@@ -155,32 +155,66 @@ async def test_rerun_is_idempotent(
     assert {tf: stored(sync_redis, key_template, "XTZ-USD", tf) for tf in cfg.timeframes} == first
 
 
-async def test_incremental_restart_fetches_only_what_is_new(
-    emulator: Emulator, key_env, redis_url, key_template, sync_redis
+DAY = 86400
+YESTERDAY = int(time.time()) // DAY * DAY - DAY
+"""Yesterday's midnight: restart moments around it are all in the past, so the data exists."""
+
+
+@pytest.mark.parametrize(
+    ("restart_at", "downtime", "requests_per_symbol"),
+    [
+        (YESTERDAY + 13 * 3600 + 420, 600, 1),  # midday: only 5m and 15m have news
+        (YESTERDAY + 300, 600, 1),  # just past midnight: a new 1d, still inside one 5m page
+        (YESTERDAY + 5400, 7200, 2),  # 1d reaches 25.5 h back: beyond one page, fetched itself
+    ],
+)
+async def test_warm_restart_builds_every_series_from_one_5m_page(
+    emulator: Emulator,
+    key_env,
+    redis_url,
+    key_template,
+    sync_redis,
+    restart_at: int,
+    downtime: int,
+    requests_per_symbol: int,
 ):
-    now = time.time()
-    downtime = 2 * 3600
-    cfg = config(redis_url, key_template, symbols=("SOL-USD", "ADA-USD"))
-    await backfill(cfg, env=key_env, clock=lambda: now - downtime)
+    symbols = ("SOL-USD", "ICP-USD", "ADA-USD")  # liquid and illiquid synthetic products
+    cfg = config(redis_url, key_template, symbols=symbols)
+    await backfill(cfg, env=key_env, clock=lambda: restart_at - downtime)
     before = emulator.stats.total
-    report = await backfill(cfg, env=key_env, clock=lambda: now)
-    # one request per (symbol, API series) that can have a new closed candle; 1h serves 4h
-    sources_with_news = {
-        (task.symbol, task.source.name)
-        for task in plan(cfg.symbols, cfg.timeframes)
-        for tf in task.targets
-        if tf.floor(now) > tf.floor(now - downtime)
-    }
-    assert emulator.stats.total - before == report.requests == len(sources_with_news)
+    report = await backfill(cfg, env=key_env, clock=lambda: restart_at)
     assert report.ready
-    for symbol in cfg.symbols:
-        got = stored(sync_redis, key_template, symbol, "5m")
-        stamps = [c["timestamp"] for c in got]
-        assert stamps[-1] == (TIMEFRAMES["5m"].floor(now) - 300) * 1000
-        assert len(got) == 300 + downtime // 300  # no hole between old and new candles
-        assert all(b - a == 300_000 for a, b in itertools.pairwise(stamps))
-    report = await backfill(cfg, env=key_env, clock=lambda: now)
+    assert emulator.stats.total - before == report.requests == requests_per_symbol * len(symbols)
+    for symbol in symbols:
+        for name in ("5m", "15m", "1h", "1d"):
+            tf = TIMEFRAMES[name]
+            got = stored(sync_redis, key_template, symbol, name)
+            want = emulator_candles(
+                emulator, symbol, tf, got[0]["timestamp"] // 1000, tf.floor(restart_at)
+            )
+            assert_same_candles(got, want)  # derived candles are the API's own, no hole
+        h4, end = TIMEFRAMES["4h"], TIMEFRAMES["4h"].floor(restart_at)
+        got = stored(sync_redis, key_template, symbol, "4h")
+        hourly = emulator_candles(
+            emulator, symbol, TIMEFRAMES["1h"], got[0]["timestamp"] // 1000, end
+        )
+        assert_same_candles(got, four_hour_truth(hourly, got[0]["timestamp"], end * 1000))
+    stamps = [c["timestamp"] for c in stored(sync_redis, key_template, "SOL-USD", "5m")]
+    assert len(stamps) == 300 + downtime // 300
+    liquid = config(redis_url, key_template, symbols=("SOL-USD", "ADA-USD"))
+    report = await backfill(liquid, env=key_env, clock=lambda: restart_at)
     assert report.requests == 0 and report.ready  # nothing new can exist: no request at all
+
+
+async def test_a_restart_after_a_long_downtime_fetches_each_series_itself(
+    emulator: Emulator, key_env, redis_url, key_template
+):
+    cfg = config(redis_url, key_template, symbols=("SOL-USD",))
+    restart_at = YESTERDAY + 12 * 3600
+    await backfill(cfg, env=key_env, clock=lambda: restart_at - 2 * DAY)
+    report = await backfill(cfg, env=key_env, clock=lambda: restart_at)
+    assert report.ready
+    assert report.requests == len(plan(cfg.symbols, cfg.timeframes))  # 5m, 15m, 1h (+4h), 1d
 
 
 async def test_unknown_product_fails_alone(emulator: Emulator, key_env, redis_url, key_template):
