@@ -181,6 +181,13 @@ def target_window(
 
 
 WindowOf = Callable[[str, Timeframe], "Window | None"]
+DERIVE_FROM_S = 300
+"""The finest source warm series are built from: 5m (a page is 25 h; a 1m page only 5 h)."""
+
+
+def _source_seconds(task: Task) -> int:
+    """Sort key: the task's API granularity in seconds."""
+    return task.source.seconds
 
 
 def derive_warm(tasks: list[Task], window_of: WindowOf, page_size: int) -> list[Task]:
@@ -190,14 +197,18 @@ def derive_warm(tasks: list[Task], window_of: WindowOf, page_size: int) -> list[
     candles, and one page of 5m (25 hours) holds all they need: 15m, 1h, 4h and
     1d are then aggregated from it, as Coinbase's own granularities aggregate
     the same trades. A restart costs one request per symbol instead of one per
-    series. Cold series, and any the page cannot cover, keep their own fetch.
+    series. Cold series, and any the page cannot cover, keep their own fetch;
+    so does 1m, and nothing is built from it (``DERIVE_FROM_S``).
     """
     by_symbol: dict[str, list[Task]] = {}
     for task in tasks:
         by_symbol.setdefault(task.symbol, []).append(task)
     moved: dict[Task, Task] = {}
     for own in by_symbol.values():
-        base, *others = sorted(own, key=lambda t: t.source.seconds)
+        bases = sorted((t for t in own if t.source.seconds >= DERIVE_FROM_S), key=_source_seconds)
+        if not bases:
+            continue
+        base, others = bases[0], [t for t in own if t is not bases[0]]
         span = [w for tf in base.targets if (w := window_of(base.symbol, tf)) is not None]
         taken: list[Timeframe] = []
         candidates = sorted((tf for t in others for tf in t.targets), key=attrgetter("seconds"))
@@ -208,7 +219,7 @@ def derive_warm(tasks: list[Task], window_of: WindowOf, page_size: int) -> list[
             start = min(w.start_s for w in [*span, window])
             end = max(w.end_s for w in [*span, window])
             if end - start > page_size * base.source.seconds:
-                break  # coarser ones reach back further still
+                continue  # beyond one page: it keeps its own fetch
             span.append(window)
             taken.append(tf)
         if taken:
@@ -421,13 +432,14 @@ class _Run:
     ) -> list[Candle]:
         """The newest candles of one target in its window, aggregated unless it is the source."""
         end_ms = window.end_s * 1000
+        series: Sequence[Candle]
         if tf == source:
-            series = [c for c in found if c.timestamp < end_ms]
+            series = found[: bisect_left(found, end_ms, key=_timestamp)]
         else:
             series = aggregate(found, tf, covered_ms, end_ms)
         if not window.full:
-            series = [c for c in series if c.timestamp >= window.start_s * 1000]
-        return series[-self.config.candles :]
+            series = series[bisect_left(series, window.start_s * 1000, key=_timestamp) :]
+        return list(series[-self.config.candles :])
 
     def _record(self, symbol: str, tf: Timeframe, info: SeriesInfo, fetched: int) -> None:
         ready = info.count >= self.config.min_candles

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -290,4 +291,8 @@ class CoinbaseClient:
         except ValueError:
             raise MalformedResponse(f"body is not JSON: {body[:80]!r}") from None
         lo, hi = page.start_s * 1000, page.end_s * 1000
-        return [c for c in parse_candles_payload(payload, tf) if lo <= c.timestamp < hi]
+        candles = parse_candles_payload(payload, tf)
+        stamps = list(map(itemgetter(0), candles))
+        if not stamps or (lo <= min(stamps) and max(stamps) < hi):
+            return candles  # the usual case, checked in C
+        return [c for c, ts in zip(candles, stamps, strict=True) if lo <= ts < hi]

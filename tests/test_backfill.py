@@ -6,7 +6,6 @@ here from the emulator's 1h candles, independently of the package.
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
 from collections.abc import Iterable
@@ -15,7 +14,7 @@ import pytest
 import redis
 
 from livermore_nb import BackfillConfig, backfill
-from livermore_nb.backfill import parse_symbols, plan
+from livermore_nb.backfill import Window, derive_warm, parse_symbols, plan
 from livermore_nb.coinbase import page_windows
 from livermore_nb.emulator import Emulator, EmulatorConfig, TestKey, make_test_key
 from livermore_nb.errors import EXIT_AUTH, EXIT_NOT_READY, ConfigError, RedisUnavailable
@@ -193,7 +192,7 @@ async def test_warm_restart_builds_every_series_from_one_5m_page(
                 emulator, symbol, tf, got[0]["timestamp"] // 1000, tf.floor(restart_at)
             )
             assert_same_candles(got, want)  # derived candles are the API's own, no hole
-        h4, end = TIMEFRAMES["4h"], TIMEFRAMES["4h"].floor(restart_at)
+        end = TIMEFRAMES["4h"].floor(restart_at)
         got = stored(sync_redis, key_template, symbol, "4h")
         hourly = emulator_candles(
             emulator, symbol, TIMEFRAMES["1h"], got[0]["timestamp"] // 1000, end
@@ -375,3 +374,19 @@ async def test_an_empty_short_remainder_page_does_not_end_the_paging(emulator: E
         )
     assert len(found) >= 250  # one full page holds ~210 of ICP's candles: it paged back
     assert covered < hole
+
+
+def test_derive_warm_moves_only_warm_series_one_page_covers() -> None:
+    tfs = ("1m", "5m", "15m", "1h", "4h", "1d")
+    now = 1_796_000_000
+    windows = {  # what each series misses, as target_window would say
+        "1m": Window(now - 600, now, False),
+        "5m": None,  # fresh already
+        "15m": Window(now - 1800, now, False),
+        "1h": Window(now - 3600, now, True),  # cold: needs its own 300 candles
+        "4h": Window(now - 4 * 3600, now, False),
+        "1d": Window(now - 26 * 3600, now, False),  # beyond one 25 h page of 5m
+    }
+    tasks = derive_warm(plan(["SOL-USD"], tfs), lambda _, tf: windows[tf.name], 300)
+    by_source = {t.source.name: [tf.name for tf in t.targets] for t in tasks}
+    assert by_source == {"1m": ["1m"], "5m": ["5m", "15m", "4h"], "1h": ["1h"], "1d": ["1d"]}
