@@ -17,12 +17,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from operator import attrgetter, itemgetter
+from operator import attrgetter
 from typing import Any
 
 import aiohttp
 
-from .candles import Candle, aggregate, complete_buckets
+from .candles import Candle, aggregate, candle_time, complete_buckets
 from .coinbase import DEFAULT_API_URL, CoinbaseClient, Credentials, load_credentials
 from .errors import (
     EXIT_NOT_READY,
@@ -46,7 +46,6 @@ SYMBOL_RE = re.compile(r"^(?=.{3,40}$)[A-Z0-9]+(?:-[A-Z0-9]+){1,3}$")
 GC_YOUNG_THRESHOLD = 50_000
 """Allocations between young-generation collections while a backfill runs (CPython: 700)."""
 EventSink = Callable[[dict[str, Any]], None]
-_timestamp = itemgetter(0)
 
 
 def parse_symbols(symbols: str | Sequence[str]) -> tuple[str, ...]:
@@ -241,11 +240,11 @@ def _count_in_window(
     """
     end_ms = window.end_s * 1000
     if tf == source:
-        return bisect_left(found, end_ms, key=_timestamp)
+        return bisect_left(found, end_ms, key=candle_time)
     buckets = complete_buckets(tf, covered_s * 1000, end_ms)
-    lo = bisect_left(found, buckets.start, key=_timestamp)
-    hi = bisect_left(found, buckets.stop, key=_timestamp, lo=lo)
-    return len(set(map(tf.ms.__rfloordiv__, map(_timestamp, found[lo:hi]))))
+    lo = bisect_left(found, buckets.start, key=candle_time)
+    hi = bisect_left(found, buckets.stop, key=candle_time, lo=lo)
+    return len(set(map(tf.ms.__rfloordiv__, map(candle_time, found[lo:hi]))))
 
 
 @dataclass
@@ -434,11 +433,11 @@ class _Run:
         end_ms = window.end_s * 1000
         series: Sequence[Candle]
         if tf == source:
-            series = found[: bisect_left(found, end_ms, key=_timestamp)]
+            series = found[: bisect_left(found, end_ms, key=candle_time)]
         else:
             series = aggregate(found, tf, covered_ms, end_ms)
         if not window.full:
-            series = series[bisect_left(series, window.start_s * 1000, key=_timestamp) :]
+            series = series[bisect_left(series, window.start_s * 1000, key=candle_time) :]
         return list(series[-self.config.candles :])
 
     def _record(self, symbol: str, tf: Timeframe, info: SeriesInfo, fetched: int) -> None:

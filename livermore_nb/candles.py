@@ -43,7 +43,8 @@ class Candle(NamedTuple):
 _INF = math.inf
 _FIELDS = ("start", "open", "high", "low", "close", "volume")
 _get_fields = itemgetter(*_FIELDS)
-_timestamp = itemgetter(0)
+candle_time = itemgetter(0)
+"""A candle's open time (ms): the key for sorting and bisecting candle lists."""
 _new_candle = tuple.__new__
 """``_new_candle(Candle, (ts, o, h, l, c, v))``: a Candle without ``__new__``'s Python frame."""
 
@@ -132,7 +133,7 @@ def dedupe_sorted(candles: Iterable[Candle]) -> list[Candle]:
     strictly descending: that is reversed as it is, with no dict and no sort.
     """
     candles = list(candles)
-    stamps = list(map(_timestamp, candles))
+    stamps = list(map(candle_time, candles))
     if all(map(gt, stamps, islice(stamps, 1, None))):
         return candles[::-1]
     return sorted({c.timestamp: c for c in candles}.values())
@@ -186,8 +187,8 @@ def aggregate(
     """
     size = target.ms
     buckets = complete_buckets(target, window_start_ms, window_end_ms)
-    lo = bisect_left(candles, buckets.start, key=_timestamp)
-    hi = bisect_left(candles, buckets.stop, key=_timestamp, lo=lo)
+    lo = bisect_left(candles, buckets.start, key=candle_time)
+    hi = bisect_left(candles, buckets.stop, key=candle_time, lo=lo)
     out: list[Candle] = []
     bucket: int | None = None
     b_open = b_high = b_low = b_close = 0.0

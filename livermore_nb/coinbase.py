@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -30,7 +29,7 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from .candles import Candle, dedupe_sorted, parse_candles_payload
+from .candles import Candle, candle_time, dedupe_sorted, parse_candles_payload
 from .errors import ConfigError, MalformedResponse, RateLimited, TransportError, error_for_status
 from .ratelimit import Pacer, RequestStats, RetryPolicy, on_rate_limited, retrying
 from .timeframes import Timeframe
@@ -292,7 +291,7 @@ class CoinbaseClient:
             raise MalformedResponse(f"body is not JSON: {body[:80]!r}") from None
         lo, hi = page.start_s * 1000, page.end_s * 1000
         candles = parse_candles_payload(payload, tf)
-        stamps = list(map(itemgetter(0), candles))
+        stamps = list(map(candle_time, candles))
         if not stamps or (lo <= min(stamps) and max(stamps) < hi):
             return candles  # the usual case, checked in C
         return [c for c, ts in zip(candles, stamps, strict=True) if lo <= ts < hi]

@@ -18,7 +18,6 @@ import string
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -31,7 +30,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .candles import Candle, to_frame
+from .candles import Candle, candle_time, to_frame
 from .errors import ConfigError, RedisUnavailable, StoreError
 from .timeframes import Timeframe
 
@@ -255,7 +254,7 @@ class CandleStore:
 
     async def write(self, symbol: str, tf: Timeframe, candles: Sequence[Candle]) -> SeriesInfo:
         """Write one series atomically; returns what the series holds afterwards."""
-        scores = " ".join(map(str, map(itemgetter(0), candles)))
+        scores = " ".join(map(str, map(candle_time, candles)))
         members = members_blob(candles, symbol, tf.name)
         args: list[Any] = [self.keep, self.ttl, scores, members]
         key = self.key(symbol, tf)
