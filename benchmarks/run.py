@@ -358,7 +358,7 @@ async def run_warm(bench: Bench) -> None:
         "covers them, so a short downtime costs one request per symbol, paced at 25/s "
         "(40 ms a request). After 2 h a new daily candle reaches back beyond one page and is "
         "fetched itself. *expected requests* is the mean over 1,000 random moments of the "
-        "package's own plan (`derive_warm`): "
+        "package's own plan (`fold_warm`): "
         f"{ten['expected requests']} for 10 minutes ≈ {mean_s:.1f} s (requests ÷ 25/s + "
         f"{latency_s * 1000:g} ms latency).",
         "Each restart: the cache is first filled as it stood `downtime` before the restart "

@@ -16,15 +16,14 @@ from typing import Any
 from livermore_nb.backfill import (
     BackfillConfig,
     BackfillReport,
-    Window,
     backfill,
-    derive_warm,
+    fold_warm,
     plan,
     target_window,
 )
 from livermore_nb.coinbase import page_windows
 from livermore_nb.store import SeriesInfo
-from livermore_nb.timeframes import Timeframe, get_timeframe
+from livermore_nb.timeframes import get_timeframe
 
 from .harness import KEY_TEMPLATE, BenchKey, BenchRedis, EmulatorProcess, client_env
 
@@ -85,7 +84,7 @@ def expected_warm_requests(config: BackfillConfig, downtime_s: float, moments: i
 def restart_requests(config: BackfillConfig, now: float, downtime_s: float) -> int:
     """Requests a restart at ``now`` plans when the cache was current ``downtime_s`` before.
 
-    The package's own planning (``derive_warm``): one request per task with a
+    The package's own planning (``fold_warm``): one request per task with a
     window (each fits one page).
     """
     infos = {
@@ -95,12 +94,11 @@ def restart_requests(config: BackfillConfig, now: float, downtime_s: float) -> i
         for symbol in config.symbols
         for tf in map(get_timeframe, config.timeframes)
     }
-
-    def window_of(symbol: str, tf: Timeframe) -> Window | None:
-        return target_window(tf, infos[(symbol, tf.name)], now, config)
-
-    tasks = derive_warm(plan(config.symbols, config.timeframes), window_of, config.page_size)
-    return sum(any(window_of(t.symbol, tf) for tf in t.targets) for t in tasks)
+    tasks = fold_warm(plan(config.symbols, config.timeframes), infos, now, config)
+    return sum(
+        any(target_window(tf, infos[(t.symbol, tf.name)], now, config) for tf in t.targets)
+        for t in tasks
+    )
 
 
 async def timed_backfill(config: BackfillConfig, env: dict[str, str], **kw: Any) -> BackfillReport:

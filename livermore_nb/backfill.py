@@ -230,6 +230,22 @@ def derive_warm(tasks: list[Task], window_of: WindowOf, page_size: int) -> list[
     return [task for task in out if task.targets]
 
 
+def fold_warm(
+    tasks: list[Task],
+    infos: Mapping[tuple[str, str], SeriesInfo],
+    now: float,
+    config: BackfillConfig,
+) -> list[Task]:
+    """The tasks a run at ``now`` sends, given what Redis holds: ``derive_warm`` on the windows."""
+    if config.include_open:  # an open candle cannot be aggregated from closed ones
+        return tasks
+
+    def window_of(symbol: str, tf: Timeframe) -> Window | None:
+        return target_window(tf, infos[(symbol, tf.name)], now, config)
+
+    return derive_warm(tasks, window_of, config.page_size)
+
+
 def _count_in_window(
     tf: Timeframe, source: Timeframe, window: Window, found: Sequence[Candle], covered_s: int
 ) -> int:
@@ -541,13 +557,7 @@ async def backfill(
         tasks = plan(config.symbols, config.timeframes)
         keys = [(t.symbol, tf) for t in tasks for tf in t.targets]
         infos = dict(zip([(s, tf.name) for s, tf in keys], await store.info(keys), strict=True))
-        if not config.include_open:  # an open candle cannot be aggregated from closed ones
-            now = clock()
-            tasks = derive_warm(
-                tasks,
-                lambda symbol, tf: target_window(tf, infos[(symbol, tf.name)], now, config),
-                config.page_size,
-            )
+        tasks = fold_warm(tasks, infos, clock(), config)
         emit(
             {
                 "event": "backfill_start",
