@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 Row = dict[str, Any]
@@ -29,6 +31,15 @@ def _cell(value: Any) -> str:
     return "—" if value is None else str(value)
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, else the architecture."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()}, {platform.machine()}"
+    return platform.processor() or platform.machine()
+
+
 @dataclass
 class Results:
     """Everything one ``benchmarks.run`` produced, section by section."""
@@ -49,9 +60,8 @@ class Results:
 
     def machine(self) -> str:
         """Where the numbers were measured."""
-        cpu = platform.processor() or platform.machine()
         return (
-            f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
+            f"{os.cpu_count()} cores ({cpu_model()}), Python {platform.python_version()}, "
             f"{platform.system()} {platform.release()}; Redis: {self.redis}"
         )
 
