@@ -123,7 +123,7 @@ def config_from_args(args: argparse.Namespace) -> BackfillConfig:
 def format_report(report: BackfillReport) -> str:
     """The per-series table and a one-line verdict, for people."""
     frame = report.to_frame()
-    table = frame.to_string(index=False) if len(frame) else "(no series)"
+    table = frame.fillna("—").to_string(index=False) if len(frame) else "(no series)"
     verdict = "READY" if report.ready else "NOT READY"
     counts = frame["status"].value_counts().to_dict() if len(frame) else {}
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
@@ -281,7 +281,7 @@ def cmd_coverage(args: argparse.Namespace) -> int:
     elif args.format == "csv":
         print(serializable(frame).to_csv(index=False), end="")
     else:
-        print(frame.assign(age=frame["age"].dt.round("s")).to_string(index=False))
+        print(frame.assign(age=frame["age"].dt.round("s")).to_string(index=False, na_rep="—"))
     return EXIT_OK
 
 

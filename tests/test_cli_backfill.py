@@ -69,6 +69,7 @@ def test_backfill_writes_the_report_and_prints_the_table(
     assert report["ready"] is True and len(report["series"]) == 4
     assert all(set(s) >= SERIES_KEYS and s["status"] == "ready" for s in report["series"])
     assert "READY: 4 ready" in result.stdout
+    assert "None" not in result.stdout and "NaN" not in result.stdout  # no error: a dash
     events = [line.split()[1] for line in result.stderr.splitlines() if "backfill_" in line]
     assert events[0] == "backfill_start" and events[-1] == "backfill_complete"
     assert "backfill_progress" in events
