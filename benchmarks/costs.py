@@ -12,12 +12,14 @@ import time
 import urllib.request
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
 from livermore_nb.backfill import plan
 from livermore_nb.candles import aggregate, dedupe_sorted
 from livermore_nb.coinbase import (
+    PRIVATE_PATH,
     PUBLIC_PATH,
     CoinbaseClient,
     Credentials,
@@ -137,8 +139,7 @@ async def unit_costs(
     received, aggregated = per_written(candles)
     credentials = load_credentials(client_env(api_url, key))
     assert isinstance(credentials, Credentials)
-    path = "/api/v3/brokerage/products/" + PRODUCT + "/candles"
-    host = api_url.split("://", 1)[1]
+    path, host = PRIVATE_PATH.format(product=PRODUCT), urlsplit(api_url).netloc
     steps = [
         ("parse and validate a page (orjson + float)", "received candle",
          best_cpu_us(lambda: parse_page(five_body, five, page_5m), len(parsed)),
