@@ -28,6 +28,11 @@ class Timeframe:
         """Duration in milliseconds (Redis scores are milliseconds)."""
         return self.seconds * 1000
 
+    @property
+    def native(self) -> bool:
+        """True when Coinbase serves this timeframe directly."""
+        return self.source == self.name
+
     def floor(self, epoch_s: float) -> int:
         """Start (UNIX seconds) of the bucket holding ``epoch_s``; buckets align to UTC."""
         return int(epoch_s // self.seconds) * self.seconds
