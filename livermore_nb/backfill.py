@@ -14,29 +14,47 @@ import re
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from operator import attrgetter
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
 from .candles import Candle, aggregate, candle_time, complete_buckets
-from .coinbase import DEFAULT_API_URL, CoinbaseClient, Credentials, load_credentials
+from .coinbase import (
+    DEFAULT_API_URL,
+    CoinbaseClient,
+    Credentials,
+    Page,
+    load_credentials,
+    page_windows,
+)
 from .errors import (
     EXIT_NOT_READY,
     EXIT_OK,
     AuthError,
     ConfigError,
+    GranularityUnsupported,
     LivermoreError,
     ProductNotFound,
     StoreError,
     UpstreamError,
 )
+from .memory import (
+    DEFAULT_STATE_PREFIX,
+    MAX_BUCKETS,
+    OPTIONAL_GRANULARITIES,
+    SAFE_BUCKETS,
+    Capabilities,
+    HistoryStart,
+    Memory,
+)
+from .plan import Task, Window, plan, plan_symbol, planned_requests, target_window
 from .ratelimit import Pacer, RequestStats, RetryPolicy
 from .store import DEFAULT_KEY_TEMPLATE, CandleStore, SeriesInfo, check_key_template, connect
-from .timeframes import DEFAULT_TIMEFRAMES, Timeframe, get_timeframe, parse_timeframes
+from .timeframes import DEFAULT_TIMEFRAMES, Timeframe, parse_timeframes
 
 PRIVATE_RATE = 25.0
 PUBLIC_RATE = 8.0
@@ -83,11 +101,16 @@ class BackfillConfig:
     include_open: bool = False
     full: bool = False
     """Refetch every series even when Redis already holds it."""
-    page_size: int = 300
+    page_size: int | None = None
+    """Buckets per request; None = the most the API accepts (350, or the smaller N it names)."""
     max_pages: int = 20
     """Bound on pages per series when paging back through an illiquid product's gaps."""
     timeout_s: float = 10.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    state_prefix: str = DEFAULT_STATE_PREFIX
+    """Prefix of the Redis hashes that remember API capabilities and history starts."""
+    api_ttl: int = 86400
+    """Seconds learnt API capabilities are trusted before they are learnt again (0 = not kept)."""
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -102,7 +125,12 @@ class BackfillConfig:
             ),
             (self.rate is None or self.rate > 0, f"--rate must be > 0, got {self.rate}"),
             (self.concurrency >= 1, f"--concurrency must be ≥ 1, got {self.concurrency}"),
-            (1 <= self.page_size <= 350, f"page size must be 1..350, got {self.page_size}"),
+            (
+                self.page_size is None or 1 <= self.page_size <= MAX_BUCKETS,
+                f"page size must be 1..{MAX_BUCKETS}, got {self.page_size}",
+            ),
+            (self.api_ttl >= 0, f"--api-ttl must be ≥ 0, got {self.api_ttl}"),
+            (bool(self.state_prefix.strip()), "--state-prefix must not be empty"),
             (self.keep == 0 or self.keep >= self.candles, "--keep must be 0 or ≥ --candles"),
             (self.ttl >= 0, f"--ttl must be ≥ 0, got {self.ttl}"),
             (self.max_pages >= 1, "max pages must be ≥ 1"),
@@ -129,121 +157,101 @@ def open_store(config: BackfillConfig) -> CandleStore:
     )
 
 
-@dataclass(frozen=True)
-class Task:
-    """One API series to fetch (``source``) and the series written from it."""
+@dataclass
+class RunState:
+    """What a run plans from (series in Redis, history starts, the moment) and its memory."""
 
-    symbol: str
-    source: Timeframe
-    targets: tuple[Timeframe, ...]
+    config: BackfillConfig
+    infos: dict[tuple[str, str], SeriesInfo]
+    history: dict[str, HistoryStart]
+    now: float
+    memory: Memory
 
+    def window_of(self, symbol: str, tf: Timeframe) -> Window | None:
+        """The window one series still misses."""
+        info = self.infos[(symbol, tf.name)]
+        return target_window(tf, info, self.now, self.config, self.history.get(symbol))
 
-def plan(symbols: Sequence[str], timeframes: Sequence[str]) -> list[Task]:
-    """Group timeframes by API source (4h rides on 1h); shortest first, symbols interleaved."""
-    by_source: dict[str, list[Timeframe]] = {}
-    for name in timeframes:
-        tf = get_timeframe(name)
-        by_source.setdefault(tf.source, []).append(tf)
-    sources = sorted(by_source, key=lambda s: get_timeframe(s).seconds)
-    return [
-        Task(symbol, get_timeframe(source), tuple(by_source[source]))
-        for source in sources
-        for symbol in symbols
-    ]
+    def plan(self, caps: Capabilities, page_buckets: int) -> list[Task]:
+        """The run's tasks under ``caps``, in the order they run."""
+        return plan(
+            self.config.symbols,
+            parse_timeframes(self.config.timeframes),
+            self.window_of,
+            self.now,
+            caps,
+            page_buckets=page_buckets,
+            include_open=self.config.include_open,
+            history=self.history,
+        )
 
+    def replan(self, task: Task, caps: Capabilities, page_buckets: int) -> list[Task]:
+        """Other sources for ``task``'s targets, once the API refused its granularity."""
+        return plan_symbol(
+            task.symbol, task.windows, self.now, caps, page_buckets=page_buckets,
+            include_open=self.config.include_open, history=self.history.get(task.symbol),
+        )  # fmt: skip
 
-@dataclass(frozen=True)
-class Window:
-    """Which candles of one target series to fetch: ``[start_s, end_s)``; ``full`` = cold."""
-
-    start_s: int
-    end_s: int
-    full: bool
-
-
-def target_window(
-    tf: Timeframe, info: SeriesInfo, now: float, config: BackfillConfig
-) -> Window | None:
-    """The window still missing for a series, or None when no new candle can exist yet."""
-    closed_end = tf.floor(now)
-    end = closed_end + tf.seconds if config.include_open else closed_end
-    cold_start = end - config.candles * tf.seconds
-    warm = not config.full and info.last_ms is not None and info.count >= config.candles
-    if not warm or info.last_ms is None:
-        return Window(cold_start, end, True)
-    last_s = info.last_ms // 1000
-    if config.include_open:
-        return Window(max(last_s, cold_start), end, last_s < cold_start)
-    if last_s + tf.seconds >= closed_end:
-        return None
-    return Window(max(last_s + tf.seconds, cold_start), end, last_s + tf.seconds < cold_start)
+    async def proved(self, symbol: str, start: HistoryStart) -> None:
+        """Record where ``symbol``'s history begins, unless a coarser proof is already known."""
+        known = self.history.get(symbol)
+        if known is not None and known.proof_s >= start.proof_s:
+            return
+        self.history[symbol] = start
+        await self.memory.remember_history(symbol, start)
 
 
-WindowOf = Callable[[str, Timeframe], "Window | None"]
-DERIVE_FROM_S = 300
-"""The finest source warm series are built from: 5m (a page is 25 h; a 1m page only 5 h)."""
+def open_memory(config: BackfillConfig, store: CandleStore, api_url: str) -> Memory:
+    """The run's memory in Redis for the API at ``api_url``."""
+    host = urlsplit(api_url).netloc or api_url
+    return Memory(store.client, prefix=config.state_prefix, api_host=host, api_ttl=config.api_ttl)
 
 
-def _source_seconds(task: Task) -> int:
-    """Sort key: the task's API granularity in seconds."""
-    return task.source.seconds
+async def read_state(
+    config: BackfillConfig, store: CandleStore, memory: Memory, now: float
+) -> RunState:
+    """What Redis holds for every series of ``config`` and the symbols' history starts."""
+    keys = [(s, tf) for s in config.symbols for tf in parse_timeframes(config.timeframes)]
+    infos = dict(zip([(s, tf.name) for s, tf in keys], await store.info(keys), strict=True))
+    return RunState(config, infos, await memory.history(config.symbols), now, memory)
 
 
-def derive_warm(tasks: list[Task], window_of: WindowOf, page_size: int) -> list[Task]:
-    """Build warm series from one page of their symbol's finest source where it covers them.
-
-    After a short downtime every series of a symbol misses only its newest
-    candles, and one page of 5m (25 hours) holds all they need: 15m, 1h, 4h and
-    1d are then aggregated from it, as Coinbase's own granularities aggregate
-    the same trades. A restart costs one request per symbol instead of one per
-    series. Cold series, and any the page cannot cover, keep their own fetch;
-    so does 1m, and nothing is built from it (``DERIVE_FROM_S``).
-    """
-    by_symbol: dict[str, list[Task]] = {}
+def first_probe(tasks: Sequence[Task], client: CoinbaseClient) -> tuple[Task, Page] | None:
+    """The planned page that settles the most unknown capabilities (the first such), if any."""
+    best: tuple[int, Task, Page] | None = None
     for task in tasks:
-        by_symbol.setdefault(task.symbol, []).append(task)
-    moved: dict[Task, Task] = {}
-    for own in by_symbol.values():
-        bases = sorted((t for t in own if t.source.seconds >= DERIVE_FROM_S), key=_source_seconds)
-        if not bases:
+        if task.span is None:
             continue
-        base, others = bases[0], [t for t in own if t is not bases[0]]
-        span = [w for tf in base.targets if (w := window_of(base.symbol, tf)) is not None]
-        taken: list[Timeframe] = []
-        candidates = sorted((tf for t in others for tf in t.targets), key=attrgetter("seconds"))
-        for tf in candidates:
-            window = window_of(base.symbol, tf)
-            if window is None or window.full or tf.seconds % base.source.seconds:
-                continue
-            start = min(w.start_s for w in [*span, window])
-            end = max(w.end_s for w in [*span, window])
-            if end - start > page_size * base.source.seconds:
-                continue  # beyond one page: it keeps its own fetch
-            span.append(window)
-            taken.append(tf)
-        if taken:
-            moved[base] = replace(base, targets=(*base.targets, *taken))
-            for task in others:
-                kept = tuple(tf for tf in task.targets if tf not in taken)
-                moved[task] = replace(task, targets=kept)
-    out = [moved.get(task, task) for task in tasks]
-    return [task for task in out if task.targets]
+        page = page_windows(task.source, *task.span, client.page_size)[0]
+        caps = client.caps
+        settles = (task.source.granularity in OPTIONAL_GRANULARITIES and caps.four_hour is None) + (
+            page.buckets(task.source) > SAFE_BUCKETS and caps.max_buckets is None
+        )
+        if settles and (best is None or settles > best[0]):
+            best = (settles, task, page)
+    return None if best is None else best[1:]
 
 
-def fold_warm(
-    tasks: list[Task],
-    infos: Mapping[tuple[str, str], SeriesInfo],
-    now: float,
-    config: BackfillConfig,
-) -> list[Task]:
-    """The tasks a run at ``now`` sends, given what Redis holds: ``derive_warm`` on the windows."""
-    if config.include_open:  # an open candle cannot be aggregated from closed ones
-        return tasks
+async def learn_capabilities(client: CoinbaseClient, state: RunState) -> list[Task]:
+    """Plan; while a planned page depends on an unknown capability, send it first, plan again.
 
-    def window_of(symbol: str, tf: Timeframe) -> Window | None:
-        return target_window(tf, infos[(symbol, tf.name)], now, config)
-
-    return derive_warm(tasks, window_of, config.page_size)
+    The probe is a page the plan sends anyway: answered, its candles are kept
+    for the task and the plan stands; refused (a capability 400), the plan is
+    made again without it. Each probe settles at least one of the two
+    capabilities, so there are at most two.
+    """
+    tasks = state.plan(client.caps, client.page_size)
+    for _ in range(2):
+        probe = first_probe(tasks, client)
+        if probe is None:
+            break
+        task, page = probe
+        try:
+            await client.probe(task.symbol, task.source, page)
+        except UpstreamError:
+            break  # the task meets the same error when it runs, and reports it
+        tasks = state.plan(client.caps, client.page_size)
+    return tasks
 
 
 def _count_in_window(
@@ -290,6 +298,8 @@ class BackfillReport:
     error: str | None = None
     """Why the run stopped early (authentication, Redis, interruption), if it did."""
     fatal_exit_code: int | None = None
+    api: dict[str, Any] = field(default_factory=dict)
+    """What the API was learnt to serve: ``four_hour`` and ``max_buckets`` (None = unknown)."""
 
     @property
     def exit_code(self) -> int:
@@ -307,6 +317,7 @@ class BackfillReport:
             "retries": self.retries,
             "rate_limited": self.rate_limited,
             "error": self.error,
+            "api": self.api,
             "series": [
                 {
                     k: getattr(s, k)
@@ -360,27 +371,27 @@ def resolve_rate(config: BackfillConfig, credentials: Credentials | None) -> flo
 
 
 class _Run:
-    """One backfill run: shared client, store, results and progress."""
+    """One backfill run: shared client, store, memory, results and progress."""
 
     def __init__(
         self,
         config: BackfillConfig,
         client: CoinbaseClient,
         store: CandleStore,
-        infos: dict[tuple[str, str], SeriesInfo],
+        state: RunState,
         emit: EventSink,
-        clock: Callable[[], float],
     ) -> None:
         self.config = config
         self.client = client
         self.store = store
-        self.infos = infos
+        self.state = state
+        self.infos = state.infos
         self.emit = emit
-        self.clock = clock
         self.results: dict[tuple[str, str], SeriesResult] = {
-            key: _failed(*key, info, NOT_STARTED) for key, info in infos.items()
+            key: _failed(*key, info, NOT_STARTED) for key, info in state.infos.items()
         }
         self.unknown: set[str] = set()
+        self.probing: dict[str, asyncio.Event] = {}
         self.done = 0
         self.failed = 0
         self.started = time.monotonic()
@@ -390,7 +401,14 @@ class _Run:
         try:
             if task.symbol in self.unknown:
                 raise ProductNotFound(404, f"Product {task.symbol} not supported")
-            await self._fetch_and_write(task)
+            await self._after_history_probe(task)
+            try:
+                await self._fetch_and_write(task)
+            except GranularityUnsupported:
+                if self.client.caps.serves(task.source):
+                    raise
+                for again in self.state.replan(task, self.client.caps, self.client.page_size):
+                    await self._fetch_and_write(again)
         except (AuthError, StoreError):
             raise
         except UpstreamError as exc:
@@ -402,36 +420,59 @@ class _Run:
         self.done += len(task.targets)
         self._progress()
 
-    async def _fetch_and_write(self, task: Task) -> None:
-        now = self.clock()
-        windows = {
-            tf: target_window(tf, self.infos[(task.symbol, tf.name)], now, self.config)
-            for tf in task.targets
-        }
-        todo = {tf: w for tf, w in windows.items() if w is not None}
-        for tf in task.targets:
-            if tf not in todo:
-                self._record(task.symbol, tf, self.infos[(task.symbol, tf.name)], fetched=0)
-        if not todo:
+    async def _after_history_probe(self, task: Task) -> None:
+        """The first cold task of a symbol with no known history start probes; others wait for it.
+
+        The plan runs each such symbol's coarsest cold task first, so the probe is
+        already running when another waits: no worker waits for a queued task.
+        """
+        if not task.cold or task.symbol in self.state.history:
             return
-        start = min(w.start_s for w in todo.values())
-        end = min(max(w.end_s for w in todo.values()), task.source.floor(now) + task.source.seconds)
+        probing = self.probing.get(task.symbol)
+        if probing is None:
+            self.probing[task.symbol] = asyncio.Event()
+        else:
+            await probing.wait()
+
+    async def _fetch_and_write(self, task: Task) -> None:
+        symbol = task.symbol
+        try:
+            history = self.state.history.get(symbol)
+            await self._fetch_and_write_bounded(task.bounded(history, self.state.now))
+        finally:
+            probing = self.probing.get(symbol)
+            if probing is not None:
+                probing.set()
+
+    async def _fetch_and_write_bounded(self, task: Task) -> None:
+        todo = {tf: w for tf, w in task.windows if w is not None}
+        for tf, window in task.windows:
+            if window is None:
+                self._record(task.symbol, tf, self.infos[(task.symbol, tf.name)], fetched=0)
+        if task.span is None:
+            return
         cold = [(tf, w) for tf, w in todo.items() if w.full]
+        history = self.state.history.get(task.symbol)
+        floor_s = history.start_s if history is not None and history.bounds(task.source) else None
 
         def more_needed(found: Sequence[Candle], covered_s: int) -> bool:
+            if floor_s is not None and covered_s <= floor_s:
+                return False  # nothing older exists
             return any(
                 _count_in_window(tf, task.source, w, found, covered_s) < self.config.candles
                 for tf, w in cold
             )
 
-        found, covered_s = await self.client.fetch(
+        found, covered_s, ended = await self.client.fetch(
             task.symbol,
             task.source,
-            start,
-            end,
+            *task.span,
             more_needed=more_needed if cold else None,
             max_pages=self.config.max_pages,
         )
+        if ended and found and cold:  # an empty page before the oldest candle
+            start = HistoryStart(found[0].timestamp // 1000, task.source.seconds)
+            await self.state.proved(task.symbol, start)
         for tf, window in todo.items():
             series = self._series_for(tf, task.source, window, found, covered_s * 1000)
             info = await self.store.write(task.symbol, tf, series)
@@ -554,20 +595,8 @@ async def backfill(
     stats = RequestStats()
     try:
         await store.ping()
-        tasks = plan(config.symbols, config.timeframes)
-        keys = [(t.symbol, tf) for t in tasks for tf in t.targets]
-        infos = dict(zip([(s, tf.name) for s, tf in keys], await store.info(keys), strict=True))
-        tasks = fold_warm(tasks, infos, clock(), config)
-        emit(
-            {
-                "event": "backfill_start",
-                "symbols": len(config.symbols),
-                "series": len(keys),
-                "requests_planned": len(tasks),
-                "rate": rate,
-                "endpoint": "private" if credentials else "public",
-            }
-        )
+        memory = open_memory(config, store, api_url)
+        state = await read_state(config, store, memory, clock())
         timeout = aiohttp.ClientTimeout(total=config.timeout_s)
         connector = aiohttp.TCPConnector(limit=config.concurrency * 4)
         async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
@@ -579,10 +608,30 @@ async def backfill(
                 retry=config.retry,
                 stats=stats,
                 page_size=config.page_size,
+                capabilities=await memory.capabilities(),
             )
-            run = _Run(config, client, store, infos, emit, clock)
+            remembered = replace(client.caps)
+            if stop is None or not stop.is_set():
+                tasks = await learn_capabilities(client, state)
+            else:
+                tasks = state.plan(client.caps, client.page_size)
+            emit(
+                {
+                    "event": "backfill_start",
+                    "symbols": len(config.symbols),
+                    "series": len(state.infos),
+                    "requests_planned": planned_requests(tasks, client.page_size),
+                    "rate": rate,
+                    "endpoint": "private" if credentials else "public",
+                    "api": client.caps.as_dict(),
+                }
+            )
+            run = _Run(config, client, store, state, emit)
             with _fewer_collections():
                 error, code = await _run_workers(run, tasks, config.concurrency, stop)
+            if client.caps != remembered:
+                with suppress(StoreError):  # best effort: the next run learns them again
+                    await memory.remember_capabilities(client.caps)
     finally:
         await store.client.aclose()
     results = list(run.results.values())
@@ -595,6 +644,7 @@ async def backfill(
         series=results,
         error=error,
         fatal_exit_code=code,
+        api=client.caps.as_dict(),
     )
     emit(
         {

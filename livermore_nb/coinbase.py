@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote, urlsplit
 
 import aiohttp
@@ -30,7 +30,16 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from .candles import Candle, candle_time, dedupe_sorted, parse_candles_payload
-from .errors import ConfigError, MalformedResponse, RateLimited, TransportError, error_for_status
+from .errors import (
+    ConfigError,
+    GranularityUnsupported,
+    MalformedResponse,
+    RateLimited,
+    TooManyBuckets,
+    TransportError,
+    error_for_status,
+)
+from .memory import MAX_BUCKETS, OPTIONAL_GRANULARITIES, SAFE_BUCKETS, Capabilities
 from .ratelimit import Pacer, RequestStats, RetryPolicy, on_rate_limited, retrying
 from .timeframes import Timeframe
 
@@ -39,7 +48,6 @@ log = logging.getLogger(__name__)
 DEFAULT_API_URL = "https://api.coinbase.com"
 PRIVATE_PATH = "/api/v3/brokerage/products/{product}/candles"
 PUBLIC_PATH = "/api/v3/brokerage/market/products/{product}/candles"
-MAX_BUCKETS = 350
 JWT_LIFETIME_S = 120
 
 PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
@@ -157,6 +165,26 @@ class Page:
     start_s: int
     end_s: int
 
+    def buckets(self, tf: Timeframe) -> int:
+        """How many ``tf`` buckets the page spans (what the API's limit counts)."""
+        return -(-(self.end_s - self.start_s) // tf.seconds)
+
+
+class Fetched(NamedTuple):
+    """A series' candles (oldest first), where the fetched span begins, and whether it ended.
+
+    ``ended``: a whole page without a candle lies before the oldest candle, so the
+    product's history begins at that candle.
+    """
+
+    candles: list[Candle]
+    covered_s: int
+    ended: bool
+
+
+class _Shrunk(Exception):
+    """The API named a smaller page limit (now in the capabilities): send the page again."""
+
 
 def page_windows(tf: Timeframe, start_s: int, end_s: int, page_size: int) -> list[Page]:
     """Split ``[start_s, end_s)`` into pages of ≤ ``page_size`` buckets, newest first."""
@@ -170,7 +198,14 @@ def page_windows(tf: Timeframe, start_s: int, end_s: int, page_size: int) -> lis
 
 
 class CoinbaseClient:
-    """Fetches candles through one aiohttp session, paced, retried and validated."""
+    """Fetches candles through one aiohttp session, paced, retried and validated.
+
+    ``capabilities`` is learnt from the answers: a 400 naming FOUR_HOUR's
+    granularity means the API lacks it; the 400 "…should be less than N" makes N
+    the page limit, and the page is sent again at once, split, without counting
+    a retry. While something a request depends on is unknown, only one such
+    request is in flight: the others wait for what it teaches.
+    """
 
     def __init__(
         self,
@@ -181,13 +216,14 @@ class CoinbaseClient:
         pacer: Pacer,
         retry: RetryPolicy,
         stats: RequestStats,
-        page_size: int = 300,
+        page_size: int | None = None,
+        capabilities: Capabilities | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         parts = urlsplit(api_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ConfigError(f"API URL must be http(s)://host[:port], got {api_url!r}")
-        if not 1 <= page_size <= MAX_BUCKETS:
+        if page_size is not None and not 1 <= page_size <= MAX_BUCKETS:
             raise ConfigError(f"page size must be 1..{MAX_BUCKETS}, got {page_size}")
         self._session = session
         self._origin = f"{parts.scheme}://{parts.netloc}"
@@ -197,15 +233,76 @@ class CoinbaseClient:
         self._pacer = pacer
         self._retry = retry
         self.stats = stats
-        self.page_size = page_size
+        self.caps = capabilities if capabilities is not None else Capabilities()
+        self._page_size = page_size
         self._clock = clock
+        self._learning = asyncio.Lock()
+        self._prefetched: dict[tuple[str, str, int, int], list[Candle]] = {}
+
+    @property
+    def page_size(self) -> int:
+        """Buckets per page: what the API accepts, or the configured page size if smaller."""
+        return self.caps.page_buckets(self._page_size)
 
     async def candles(self, product: str, tf: Timeframe, page: Page) -> list[Candle]:
-        """One page of ``[start, end)``, newest first as sent, retried as the policy says."""
-        async for attempt in retrying(self._retry, self.stats):
-            with attempt:
-                return await self._request(product, tf, page)
-        raise AssertionError("unreachable: tenacity re-raises the last error")
+        """The candles of ``page``, newest first as sent, retried as the policy says.
+
+        A page larger than the API accepts is split; one a capability depends on
+        waits until it is learnt (or is the request that learns it).
+        """
+        cached = self._prefetched.pop((product, tf.granularity, page.start_s, page.end_s), None)
+        if cached is not None:
+            return cached
+        if not self.caps.serves(tf):
+            raise GranularityUnsupported(400, f"this API does not serve {tf.granularity}")
+        if page.buckets(tf) > self.page_size:
+            pages = page_windows(tf, page.start_s, page.end_s, self.page_size)
+            parts = await asyncio.gather(*(self.candles(product, tf, p) for p in pages))
+            return list(chain.from_iterable(parts))
+        try:
+            if not self.caps.unknown(tf, page.buckets(tf)):
+                return await self._send(product, tf, page)
+            async with self._learning:
+                if self.caps.unknown(tf, page.buckets(tf)):
+                    return await self._send(product, tf, page)
+        except _Shrunk:
+            pass
+        return await self.candles(product, tf, page)  # what was learnt decides how to send it
+
+    async def probe(self, product: str, tf: Timeframe, page: Page) -> bool:
+        """Send ``page`` once to learn what it depends on; keep its candles for ``candles``.
+
+        False when the answer was a capability 400 (now learnt): the caller plans again.
+        """
+        try:
+            async with self._learning:
+                found = await self._send(product, tf, page)
+        except (_Shrunk, GranularityUnsupported):
+            return False
+        self._prefetched[(product, tf.granularity, page.start_s, page.end_s)] = found
+        return True
+
+    async def _send(self, product: str, tf: Timeframe, page: Page) -> list[Candle]:
+        """One page, retried as the policy says; the answer teaches the capabilities."""
+        optional = tf.granularity in OPTIONAL_GRANULARITIES
+        try:
+            async for attempt in retrying(self._retry, self.stats):
+                with attempt:
+                    found = await self._request(product, tf, page)
+        except GranularityUnsupported:
+            if optional:
+                self.caps.four_hour = False
+            raise
+        except TooManyBuckets as exc:
+            if exc.limit >= page.buckets(tf):
+                raise  # not about this page's size: a plain 400
+            self.caps.max_buckets = min(exc.limit, self.caps.max_buckets or MAX_BUCKETS)
+            raise _Shrunk from None
+        if optional:
+            self.caps.four_hour = True
+        if self.caps.max_buckets is None and page.buckets(tf) > SAFE_BUCKETS:
+            self.caps.max_buckets = MAX_BUCKETS  # only the older regime (300) refuses more
+        return found
 
     async def fetch(
         self,
@@ -216,8 +313,8 @@ class CoinbaseClient:
         *,
         more_needed: Callable[[Sequence[Candle], int], bool] | None = None,
         max_pages: int = 20,
-    ) -> tuple[list[Candle], int]:
-        """Candles in ``[start_s, end_s)`` (oldest first) and where the fetched span begins.
+    ) -> Fetched:
+        """Candles in ``[start_s, end_s)`` (oldest first), where the fetched span begins, ended.
 
         The window's pages are fetched concurrently. Then, while
         ``more_needed(candles, covered_start_s)``, one more page further back;
@@ -249,12 +346,10 @@ class CoinbaseClient:
             pages.append(page)
             found = dedupe_sorted([*reversed(found), *batch])  # newest first, as sent
             oldest, ended = page.start_s, not batch
-        return found, oldest
+        return Fetched(found, oldest, ended)
 
     async def _request(self, product: str, tf: Timeframe, page: Page) -> list[Candle]:
         """Send one request (after the pacer's slot) and translate whatever comes back."""
-        if tf.granularity is None:
-            raise ConfigError(f"Coinbase has no {tf.name} granularity; fetch {tf.source}")
         path = self._path_prefix + (PRIVATE_PATH if self._credentials else PUBLIC_PATH).format(
             product=quote(product, safe="")
         )

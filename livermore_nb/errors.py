@@ -5,6 +5,8 @@
     ├── UpstreamError               anything the Coinbase API said or failed to say
     │   ├── HTTPStatusError         a non-2xx answer; ``status`` and a short ``detail``
     │   │   ├── BadRequestError     400: never retried
+    │   │   │   ├── GranularityUnsupported  400 naming the granularity: this API lacks it
+    │   │   │   └── TooManyBuckets      400 "…should be less than N": pages of ≤ N buckets
     │   │   ├── AuthError           401/403: the key was rejected (exit 5)
     │   │   ├── ProductNotFound     404: unknown product
     │   │   ├── RateLimited         429: shared cool-down, then retried
@@ -21,6 +23,8 @@ aiohttp and redis exceptions are translated into this tree at one boundary each
 """
 
 from __future__ import annotations
+
+import re
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -59,6 +63,33 @@ class HTTPStatusError(UpstreamError):
 
 class BadRequestError(HTTPStatusError):
     """HTTP 400: the request itself is wrong; retrying cannot help."""
+
+
+class GranularityUnsupported(BadRequestError):
+    """HTTP 400 "granularity argument is invalid": this API does not serve the granularity."""
+
+
+class TooManyBuckets(BadRequestError):
+    """HTTP 400 "number of candles requested should be less than N": ``limit`` = N."""
+
+    def __init__(self, status: int, detail: str, limit: int) -> None:
+        super().__init__(status, detail)
+        self.limit = limit
+
+
+TOO_MANY_BUCKETS_RE = re.compile(r"should be less than (\d+)")
+"""Coinbase's documented 400 for a page of too many buckets; the number is the most allowed."""
+GRANULARITY_INVALID = "granularity argument is invalid"
+
+
+def bad_request(detail: str) -> BadRequestError:
+    """The 400 class for ``detail``: the two capability answers, else a plain BadRequestError."""
+    too_many = TOO_MANY_BUCKETS_RE.search(detail)
+    if too_many is not None and int(too_many.group(1)) >= 1:
+        return TooManyBuckets(400, detail, int(too_many.group(1)))
+    if GRANULARITY_INVALID in detail:
+        return GranularityUnsupported(400, detail)
+    return BadRequestError(400, detail)
 
 
 class AuthError(HTTPStatusError):
@@ -137,5 +168,5 @@ def error_for_status(status: int, detail: str, retry_after: float | None = None)
     if status >= 500:
         return ServerError(status, detail)
     if status == 400:
-        return BadRequestError(status, detail)
+        return bad_request(detail)
     return HTTPStatusError(status, detail)

@@ -1,7 +1,10 @@
-"""Timeframe names, durations, Coinbase granularities and how each is sourced.
+"""Timeframe names, durations, Coinbase granularities and which granularities tile which.
 
-Coinbase has no four-hour granularity: ``4h`` is built from ``1h`` candles
-(``source`` names the timeframe fetched from the API).
+Every granularity Coinbase serves except ``FOUR_HOUR`` is served in every API
+regime; ``FOUR_HOUR`` is listed by the current reference (2026-07) but answered
+with a 400 by older regimes, where ``4h`` is built from finer candles
+(``source`` names the one the oldest plan used: ``1h``). Which source a run
+uses is the planner's choice (``plan.py``) among :func:`tiling`.
 """
 
 from __future__ import annotations
@@ -18,10 +21,10 @@ class Timeframe:
 
     name: str
     seconds: int
-    granularity: str | None
-    """Coinbase ``granularity`` value, or None when the API does not serve it."""
+    granularity: str
+    """Coinbase ``granularity`` value (``FOUR_HOUR`` is not served in every regime)."""
     source: str
-    """Name of the timeframe fetched from the API to build this one (itself if native)."""
+    """Timeframe that builds this one where the API does not serve it (itself if native)."""
 
     @property
     def ms(self) -> int:
@@ -30,7 +33,7 @@ class Timeframe:
 
     @property
     def native(self) -> bool:
-        """True when Coinbase serves this timeframe directly."""
+        """True when Coinbase serves this timeframe directly in every API regime."""
         return self.source == self.name
 
     def floor(self, epoch_s: float) -> int:
@@ -47,16 +50,14 @@ TIMEFRAMES: dict[str, Timeframe] = {
         Timeframe("30m", 1800, "THIRTY_MINUTE", "30m"),
         Timeframe("1h", 3600, "ONE_HOUR", "1h"),
         Timeframe("2h", 7200, "TWO_HOUR", "2h"),
-        Timeframe("4h", 14400, None, "1h"),
+        Timeframe("4h", 14400, "FOUR_HOUR", "1h"),
         Timeframe("6h", 21600, "SIX_HOUR", "6h"),
         Timeframe("1d", 86400, "ONE_DAY", "1d"),
     )
 }
 
-GRANULARITIES: dict[str, Timeframe] = {
-    tf.granularity: tf for tf in TIMEFRAMES.values() if tf.granularity is not None
-}
-"""Coinbase granularity name → native timeframe."""
+GRANULARITIES: dict[str, Timeframe] = {tf.granularity: tf for tf in TIMEFRAMES.values()}
+"""Coinbase granularity name → timeframe (``FOUR_HOUR`` included: not every regime serves it)."""
 
 DEFAULT_TIMEFRAMES: tuple[str, ...] = ("5m", "15m", "1h", "4h", "1d")
 
@@ -77,3 +78,14 @@ def parse_timeframes(names: str | Iterable[str]) -> tuple[Timeframe, ...]:
     if not cleaned:
         raise ConfigError("no timeframes given")
     return tuple(get_timeframe(n) for n in dict.fromkeys(cleaned))
+
+
+def tiling(tf: Timeframe) -> tuple[Timeframe, ...]:
+    """Timeframes whose UTC-aligned buckets tile ``tf``'s exactly, coarsest (``tf``) first.
+
+    A bucket of ``tf`` is the union of whole buckets of any timeframe whose
+    length divides ``tf``'s (both align to the epoch), and OHLCV aggregates
+    associatively, so any of them can build ``tf``: 4h from 2h, 1h, 30m, …
+    """
+    found = (s for s in TIMEFRAMES.values() if tf.seconds % s.seconds == 0)
+    return tuple(sorted(found, key=lambda s: -s.seconds))

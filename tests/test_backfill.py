@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from livermore_nb import BackfillConfig, backfill
-from livermore_nb.backfill import Window, derive_warm, parse_symbols, plan
+from livermore_nb.backfill import parse_symbols
 from livermore_nb.coinbase import page_windows
 from livermore_nb.emulator import Emulator, EmulatorConfig, TestKey, make_test_key
 from livermore_nb.errors import EXIT_AUTH, EXIT_NOT_READY, ConfigError, RedisUnavailable
@@ -75,10 +75,27 @@ def assert_same_candles(got: list[dict], want: list[dict]) -> None:
             assert g[f] == pytest.approx(w[f], rel=1e-12), (g["timestamp"], f)
 
 
+def state_prefix(key_template: str) -> str:
+    """The test's own prefix for the run's memory (capabilities, history starts)."""
+    return key_template.split(":candles:")[0] + ":state"
+
+
 def config(redis_url: str, key_template: str, **overrides) -> BackfillConfig:
     return BackfillConfig(
-        **{"symbols": SYMBOLS, "redis_url": redis_url, "key_template": key_template, **overrides}
+        **{
+            "symbols": SYMBOLS,
+            "redis_url": redis_url,
+            "key_template": key_template,
+            "state_prefix": state_prefix(key_template),
+            **overrides,
+        }
     )
+
+
+def planned(events: list[dict]) -> int:
+    """``requests_planned`` of a run's ``backfill_start`` event: the planner's own count."""
+    [start] = [e for e in events if e["event"] == "backfill_start"]
+    return start["requests_planned"]
 
 
 @pytest.mark.parametrize("hours_back", [0, 1, 2, 3])  # every phase of "now" in a 4h bucket
@@ -164,7 +181,8 @@ YESTERDAY = int(time.time()) // DAY * DAY - DAY
     [
         (YESTERDAY + 13 * 3600 + 420, 600, 1),  # midday: only 5m and 15m have news
         (YESTERDAY + 300, 600, 1),  # just past midnight: a new 1d, still inside one 5m page
-        (YESTERDAY + 5400, 7200, 2),  # 1d reaches 25.5 h back: beyond one page, fetched itself
+        (YESTERDAY + 5400, 7200, 1),  # a new 1d: 25.5 h of 5m still fit one page of 350
+        (YESTERDAY + 6 * 3600, 7 * 3600, 2),  # 30 h of 5m: beyond one page, 1d fetched itself
     ],
 )
 async def test_warm_restart_builds_every_series_from_one_5m_page(
@@ -181,9 +199,11 @@ async def test_warm_restart_builds_every_series_from_one_5m_page(
     cfg = config(redis_url, key_template, symbols=symbols)
     await backfill(cfg, env=key_env, clock=lambda: restart_at - downtime)
     before = emulator.stats.total
-    report = await backfill(cfg, env=key_env, clock=lambda: restart_at)
+    events: list[dict] = []
+    report = await backfill(cfg, env=key_env, clock=lambda: restart_at, on_event=events.append)
     assert report.ready
-    assert emulator.stats.total - before == report.requests == requests_per_symbol * len(symbols)
+    assert emulator.stats.total - before == report.requests == planned(events)
+    assert report.requests == requests_per_symbol * len(symbols)
     for symbol in symbols:
         for name in ("5m", "15m", "1h", "1d"):
             tf = TIMEFRAMES[name]
@@ -211,9 +231,12 @@ async def test_a_restart_after_a_long_downtime_fetches_each_series_itself(
     cfg = config(redis_url, key_template, symbols=("SOL-USD",))
     restart_at = YESTERDAY + 12 * 3600
     await backfill(cfg, env=key_env, clock=lambda: restart_at - 2 * DAY)
-    report = await backfill(cfg, env=key_env, clock=lambda: restart_at)
+    events: list[dict] = []
+    report = await backfill(cfg, env=key_env, clock=lambda: restart_at, on_event=events.append)
     assert report.ready
-    assert report.requests == len(plan(cfg.symbols, cfg.timeframes))  # 5m, 15m, 1h (+4h), 1d
+    # 5m misses more than 300 candles: cold, its own page; one page of 15m (2 days = 192
+    # buckets, 288 from the older midnight) builds the warm 15m, 1h, 4h and 1d
+    assert report.requests == planned(events) == 2
 
 
 async def test_unknown_product_fails_alone(emulator: Emulator, key_env, redis_url, key_template):
@@ -299,14 +322,16 @@ async def test_a_page_that_fails_for_good_stops_its_sibling_pages(
     retry = RetryPolicy(attempts=2, backoff_initial_s=0.25, backoff_max_s=0.3, jitter_s=0)
     async with Emulator(emu_config) as emu:
         env = {**key_env, "COINBASE_API_URL": emu.url}
-        cfg = config(redis_url, key_template, symbols=("SOL-USD",), timeframes="4h", rate=5)
+        cfg = config(
+            redis_url, key_template, symbols=("SOL-USD",), timeframes="5m", rate=5,
+            candles=1000, page_size=300,
+        )  # fmt: skip  (pages of 300 depend on no capability: no probe first)
         now = time.time()
         report = await backfill(
             BackfillConfig(**{**cfg.__dict__, "retry": retry}), env=env, clock=lambda: now
         )
-    h1, h4 = TIMEFRAMES["1h"], TIMEFRAMES["4h"]
-    # a 4h-only task fetches the hours of the closed 4h buckets: up to the open 4h bucket
-    pages = len(page_windows(h1, h4.floor(now) - 300 * h4.seconds, h4.floor(now), 300))
+    m5 = TIMEFRAMES["5m"]
+    pages = len(page_windows(m5, m5.floor(now) - 1000 * m5.seconds, m5.floor(now), 300))
     assert [s.status for s in report.series] == ["failed"]
     assert "HTTP 5" in report.series[0].error
     # every page × 2 tries would be 2 × pages requests; the first page to give up stops the rest
@@ -369,24 +394,8 @@ async def test_an_empty_short_remainder_page_does_not_end_the_paging(emulator: E
             retry=RetryPolicy(),
             stats=RequestStats(),
         )
-        found, covered = await client.fetch(
+        found, covered, _ = await client.fetch(
             "ICP-USD", h1, hole, hole + 301 * 3600, more_needed=lambda c, _: len(c) < 250
         )
     assert len(found) >= 250  # one full page holds ~210 of ICP's candles: it paged back
     assert covered < hole
-
-
-def test_derive_warm_moves_only_warm_series_one_page_covers() -> None:
-    tfs = ("1m", "5m", "15m", "1h", "4h", "1d")
-    now = 1_796_000_000
-    windows = {  # what each series misses, as target_window would say
-        "1m": Window(now - 600, now, False),
-        "5m": None,  # fresh already
-        "15m": Window(now - 1800, now, False),
-        "1h": Window(now - 3600, now, True),  # cold: needs its own 300 candles
-        "4h": Window(now - 4 * 3600, now, False),
-        "1d": Window(now - 26 * 3600, now, False),  # beyond one 25 h page of 5m
-    }
-    tasks = derive_warm(plan(["SOL-USD"], tfs), lambda _, tf: windows[tf.name], 300)
-    by_source = {t.source.name: [tf.name for tf in t.targets] for t in tasks}
-    assert by_source == {"1m": ["1m"], "5m": ["5m", "15m", "4h"], "1h": ["1h"], "1d": ["1d"]}

@@ -1,0 +1,311 @@
+"""The request planner: for each symbol, the cheapest sources for all the series it needs.
+
+Every target timeframe can be built from any granularity that tiles it
+(:func:`~livermore_nb.timeframes.tiling`): 4h from FOUR_HOUR where the API
+serves it, else from 2h, 1h, …; 1d from 1d, 6h, 4h, … Targets that use one
+source share its fetch: the source is paged once over the union of their
+windows. For each symbol the planner tries the assignments of targets to
+sources and keeps the one with the fewest pages (then the fewest buckets, so
+the least parsing), counting pages exactly as the runner sends them
+(:func:`fetch_span`, :func:`count_pages`). Cold series cost little alone
+(one page of 300 candles), so they mostly keep their own granularity; warm
+series after a short downtime miss a few candles each, and one page of 5m
+builds them all (the warm-restart folding falls out of the same count).
+
+Nothing finer than 5m builds anything (``DERIVE_FROM_S``): a 1m page is only
+5 hours, and the emulator's 1m walk is independent of its coarser candles.
+An open candle cannot be built from closed ones, so ``include_open`` keeps
+every series on one source.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from .memory import Capabilities, HistoryStart
+from .store import SeriesInfo
+from .timeframes import Timeframe, tiling
+
+DERIVE_FROM_S = 300
+"""The finest source that builds other timeframes: 5m (a 1m page holds only 5 hours)."""
+
+
+class Wants(Protocol):
+    """What a run asks for (BackfillConfig has these)."""
+
+    @property
+    def candles(self) -> int:
+        """Closed candles wanted per series."""
+
+    @property
+    def include_open(self) -> bool:
+        """Whether the open candle is written too."""
+
+    @property
+    def full(self) -> bool:
+        """Whether every series is fetched whole, whatever Redis holds."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """Which candles of one target series to fetch: ``[start_s, end_s)``; ``full`` = cold."""
+
+    start_s: int
+    end_s: int
+    full: bool
+
+
+def holds_history(tf: Timeframe, info: SeriesInfo, history: HistoryStart | None) -> bool:
+    """True when the series reaches back to where its symbol's history begins.
+
+    The proof names the first ``proof_s`` bucket with a trade, so a finer series
+    whose oldest candle lies in that bucket holds all there is.
+    """
+    return (
+        history is not None
+        and history.bounds(tf)
+        and info.first_ms is not None
+        and info.first_ms < (history.start_s + history.proof_s) * 1000
+    )
+
+
+def target_window(
+    tf: Timeframe,
+    info: SeriesInfo,
+    now: float,
+    wants: Wants,
+    history: HistoryStart | None = None,
+) -> Window | None:
+    """The window still missing for a series, or None when no new candle can exist yet.
+
+    A series is warm (only its newest candles are missing) when it holds the
+    candles wanted, or everything since its symbol's recorded history start.
+    """
+    closed_end = tf.floor(now)
+    end = closed_end + tf.seconds if wants.include_open else closed_end
+    cold_start = end - wants.candles * tf.seconds
+    enough = info.count >= wants.candles or holds_history(tf, info, history)
+    if wants.full or info.last_ms is None or not enough:
+        return Window(cold_start, end, True)
+    last_s = info.last_ms // 1000
+    if wants.include_open:
+        return Window(max(last_s, cold_start), end, last_s < cold_start)
+    if last_s + tf.seconds >= closed_end:
+        return None
+    return Window(max(last_s + tf.seconds, cold_start), end, last_s + tf.seconds < cold_start)
+
+
+def clamp(tf: Timeframe, window: Window, history: HistoryStart | None, source: Timeframe) -> Window:
+    """``window`` starting no earlier than the history start, where the proof covers ``source``."""
+    if history is None or not history.bounds(source):
+        return window
+    start = min(max(window.start_s, tf.floor(history.start_s)), window.end_s)
+    return Window(start, window.end_s, window.full)
+
+
+Span = tuple[int, int]
+
+
+def fetch_span(source: Timeframe, windows: Sequence[Window], now: float) -> Span | None:
+    """The ``[start, end)`` of ``source`` fetched for ``windows``: their union, to now's bucket."""
+    if not windows:
+        return None
+    start = min(w.start_s for w in windows)
+    end = min(max(w.end_s for w in windows), source.floor(now) + source.seconds)
+    return (start, end) if end > start else None
+
+
+def count_pages(source: Timeframe, span: Span | None, page_buckets: int) -> int:
+    """Requests that page ``span`` at ``page_buckets`` buckets each (``page_windows``' count)."""
+    if span is None:
+        return 0
+    return -(-(span[1] - span[0]) // (page_buckets * source.seconds))
+
+
+@dataclass(frozen=True)
+class Task:
+    """One API series to fetch (``source`` over ``span``) and the target series built from it."""
+
+    symbol: str
+    source: Timeframe
+    windows: tuple[tuple[Timeframe, Window | None], ...]
+    span: Span | None
+    """What is fetched; None when no target can have a new candle (no request)."""
+
+    @property
+    def targets(self) -> tuple[Timeframe, ...]:
+        """The series written from this task."""
+        return tuple(tf for tf, _ in self.windows)
+
+    @property
+    def cold(self) -> bool:
+        """True when some target needs its whole window (and may page back for gaps)."""
+        return any(w is not None and w.full for _, w in self.windows)
+
+    def pages(self, page_buckets: int) -> int:
+        """Requests this task sends when no bucket is empty."""
+        return count_pages(self.source, self.span, page_buckets)
+
+    def bounded(self, history: HistoryStart | None, now: float) -> Task:
+        """The task with its windows clamped to a history start proven since it was planned."""
+        if history is None or not history.bounds(self.source):
+            return self
+        windows = tuple(
+            (tf, None if w is None else clamp(tf, w, history, self.source))
+            for tf, w in self.windows
+        )
+        live = [w for _, w in windows if w is not None]
+        return Task(self.symbol, self.source, windows, fetch_span(self.source, live, now))
+
+
+def sources_for(tf: Timeframe, caps: Capabilities, include_open: bool) -> tuple[Timeframe, ...]:
+    """The sources that can build ``tf`` here, ``tf`` itself first when the API serves it."""
+    served = tuple(
+        s for s in tiling(tf) if caps.serves(s) and (s == tf or s.seconds >= DERIVE_FROM_S)
+    )
+    return served[:1] if include_open else served
+
+
+Cost = tuple[int, int]
+"""(pages, buckets) of a plan: requests first, then candles parsed."""
+
+
+@dataclass(frozen=True)
+class _Choice:
+    """One target on one source, with its window clamped for that source."""
+
+    tf: Timeframe
+    source: Timeframe
+    window: Window
+
+
+def _group_cost(source: Timeframe, windows: Sequence[Window], now: float, page: int) -> Cost:
+    """Pages and buckets of fetching ``source`` for ``windows``."""
+    span = fetch_span(source, windows, now)
+    if span is None:
+        return (0, 0)
+    return (count_pages(source, span, page), (span[1] - span[0]) // source.seconds)
+
+
+def cheapest(choices: Sequence[Sequence[_Choice]], now: float, page: int) -> list[_Choice]:
+    """The assignment (one choice per target) of least cost: branch and bound.
+
+    Adding a target to a source never lowers that source's cost, so a partial
+    assignment already as dear as the best complete one is abandoned.
+    """
+    best: list[list[_Choice]] = []
+    best_cost: list[Cost] = [(math.inf, math.inf)]  # type: ignore[list-item]
+    groups: dict[str, list[Window]] = {}
+    picked: list[_Choice] = []
+
+    def visit(i: int, pages: int, buckets: int) -> None:
+        if (pages, buckets) >= best_cost[0]:
+            return
+        if i == len(choices):
+            best[:] = [list(picked)]
+            best_cost[0] = (pages, buckets)
+            return
+        for choice in choices[i]:
+            name = choice.source.name
+            before = groups.get(name, [])
+            old = _group_cost(choice.source, before, now, page)
+            new = _group_cost(choice.source, [*before, choice.window], now, page)
+            groups[name] = [*before, choice.window]
+            picked.append(choice)
+            visit(i + 1, pages - old[0] + new[0], buckets - old[1] + new[1])
+            picked.pop()
+            if before:
+                groups[name] = before
+            else:
+                del groups[name]
+
+    visit(0, 0, 0)
+    return best[0] if best else []
+
+
+def plan_symbol(
+    symbol: str,
+    wanted: Sequence[tuple[Timeframe, Window | None]],
+    now: float,
+    caps: Capabilities,
+    *,
+    page_buckets: int,
+    include_open: bool,
+    history: HistoryStart | None,
+) -> list[Task]:
+    """The cheapest tasks for one symbol's series (targets without a window cost nothing)."""
+    live = sorted(((tf, w) for tf, w in wanted if w is not None), key=lambda p: -p[0].seconds)
+    choices = [
+        [_Choice(tf, s, clamp(tf, w, history, s)) for s in sources_for(tf, caps, include_open)]
+        for tf, w in live
+    ]
+    by_source: dict[str, list[_Choice]] = {}
+    for choice in cheapest(choices, now, page_buckets):
+        by_source.setdefault(choice.source.name, []).append(choice)
+    tasks = []
+    for group in by_source.values():
+        source = group[0].source
+        windows = tuple((c.tf, c.window) for c in sorted(group, key=lambda c: c.tf.seconds))
+        span = fetch_span(source, [w for _, w in windows if w is not None], now)
+        tasks.append(Task(symbol, source, windows, span))
+    for tf, w in wanted:
+        if w is None:
+            tasks.append(Task(symbol, tf, ((tf, None),), None))
+    return tasks
+
+
+WindowOf = Callable[[str, Timeframe], "Window | None"]
+
+
+def plan(
+    symbols: Sequence[str],
+    timeframes: Sequence[Timeframe],
+    window_of: WindowOf,
+    now: float,
+    caps: Capabilities,
+    *,
+    page_buckets: int,
+    include_open: bool = False,
+    history: Mapping[str, HistoryStart] | None = None,
+) -> list[Task]:
+    """Every symbol's cheapest tasks, in the order they run.
+
+    Shortest source first, symbols interleaved; but a symbol whose history
+    start is unknown runs its coarsest cold task first: if that shows where the
+    history begins, one probe bounds every other series of the symbol.
+    """
+    history = history or {}
+    memo: dict[tuple[object, ...], list[Task]] = {}
+    tasks: list[Task] = []
+    for symbol in symbols:
+        wanted = [(tf, window_of(symbol, tf)) for tf in timeframes]
+        key = (tuple(wanted), history.get(symbol))
+        if key not in memo:
+            memo[key] = plan_symbol(
+                symbol, wanted, now, caps, page_buckets=page_buckets,
+                include_open=include_open, history=history.get(symbol),
+            )  # fmt: skip
+        tasks += [Task(symbol, t.source, t.windows, t.span) for t in memo[key]]
+    rank = {symbol: i for i, symbol in enumerate(symbols)}
+    probes = {id(p) for symbol in symbols if (p := probe_of(tasks, symbol, history))}
+    return sorted(
+        tasks, key=lambda t: (id(t) not in probes, t.source.seconds, rank[t.symbol])
+    )
+
+
+def probe_of(
+    tasks: Sequence[Task], symbol: str, history: Mapping[str, HistoryStart]
+) -> Task | None:
+    """The task that may prove ``symbol``'s history start: its coarsest cold one, if unknown."""
+    if symbol in history:
+        return None
+    cold = [t for t in tasks if t.symbol == symbol and t.cold]
+    return max(cold, key=lambda t: t.source.seconds) if cold else None
+
+
+def planned_requests(tasks: Sequence[Task], page_buckets: int) -> int:
+    """Requests the plan sends when no bucket is empty (gaps may add pages further back)."""
+    return sum(t.pages(page_buckets) for t in tasks)
