@@ -373,13 +373,13 @@ async def _serve_until_signal(config: EmulatorConfig, host: str, port: int) -> N
         f"; {regime_text(config)}); Ctrl-C to stop",
         flush=True,
     )
+    try:
+        await done.wait()
+    finally:
+        await emulator.stop()
 
 
 def regime_text(config: EmulatorConfig) -> str:
     """The API regime in words, for the banner."""
     four_hour = "FOUR_HOUR served" if config.four_hour else "no FOUR_HOUR"
     return f"{four_hour}, at most {config.max_buckets} buckets per request"
-    try:
-        await done.wait()
-    finally:
-        await emulator.stop()
