@@ -180,8 +180,8 @@ def add_emulator_options(parser: argparse.ArgumentParser) -> None:
         "--four-hour",
         action=argparse.BooleanOptionalAction,
         default=EMULATOR_DEFAULTS.four_hour,
-        help="serve the FOUR_HOUR granularity (today's API) or not (the older one); "
-        "default: %(default)s",
+        help="serve the FOUR_HOUR granularity (today's API) or not (the older one); default: "
+        + ("--four-hour" if EMULATOR_DEFAULTS.four_hour else "--no-four-hour"),
     )
     parser.add_argument(
         "--max-buckets",
