@@ -453,7 +453,8 @@ class _Run:
             return
         cold = [(tf, w) for tf, w in todo.items() if w.full]
         history = self.state.history.get(task.symbol)
-        floor_s = history.start_s if history is not None and history.bounds(task.source) else None
+        bounded = history is not None and all(history.bounds(tf) for tf, _ in cold)
+        floor_s = history.start_s if history is not None and bounded else None
 
         def more_needed(found: Sequence[Candle], covered_s: int) -> bool:
             if floor_s is not None and covered_s <= floor_s:

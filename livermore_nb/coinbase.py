@@ -237,7 +237,8 @@ class CoinbaseClient:
         self._page_size = page_size
         self._clock = clock
         self._learning = asyncio.Lock()
-        self._prefetched: dict[tuple[str, str, int, int], list[Candle]] = {}
+        self._prefetched: dict[tuple[str, str, int], tuple[int, list[Candle]]] = {}
+        """Probe pages by (product, granularity, end): their start and candles."""
 
     @property
     def page_size(self) -> int:
@@ -250,9 +251,10 @@ class CoinbaseClient:
         A page larger than the API accepts is split; one a capability depends on
         waits until it is learnt (or is the request that learns it).
         """
-        cached = self._prefetched.pop((product, tf.granularity, page.start_s, page.end_s), None)
-        if cached is not None:
-            return cached
+        cached = self._prefetched.pop((product, tf.granularity, page.end_s), None)
+        if cached is not None and cached[0] <= page.start_s:  # a probe's page, maybe longer
+            start_ms = page.start_s * 1000
+            return [c for c in cached[1] if c.timestamp >= start_ms]
         if not self.caps.serves(tf):
             raise GranularityUnsupported(400, f"this API does not serve {tf.granularity}")
         if page.buckets(tf) > self.page_size:
@@ -279,7 +281,7 @@ class CoinbaseClient:
                 found = await self._send(product, tf, page)
         except (_Shrunk, GranularityUnsupported):
             return False
-        self._prefetched[(product, tf.granularity, page.start_s, page.end_s)] = found
+        self._prefetched[(product, tf.granularity, page.end_s)] = (page.start_s, found)
         return True
 
     async def _send(self, product: str, tf: Timeframe, page: Page) -> list[Candle]:

@@ -67,17 +67,19 @@ class HistoryStart:
     start_s: int
     proof_s: int
 
-    def bounds(self, source: Timeframe) -> bool:
-        """True when the proof holds for ``source``: a coarser empty page implies finer ones."""
-        return source.seconds <= self.proof_s
+    def bounds(self, tf: Timeframe) -> bool:
+        """True when the proof holds for ``tf``: an empty page of coarser buckets implies finer.
+
+        A series pages back until a whole page of its own buckets is empty: an
+        empty page of finer buckets is a shorter quiet spell, no proof for it.
+        """
+        return tf.seconds <= self.proof_s
 
 
 class Memory:
     """The run's memory in Redis: capabilities and history starts of one API host."""
 
-    def __init__(
-        self, client: aioredis.Redis, *, prefix: str, api_host: str, api_ttl: int
-    ) -> None:
+    def __init__(self, client: aioredis.Redis, *, prefix: str, api_host: str, api_ttl: int) -> None:
         self.client = client
         self.api_key = f"{prefix}:api:{api_host}"
         self.history_key = f"{prefix}:history:{api_host}"

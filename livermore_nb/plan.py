@@ -98,9 +98,9 @@ def target_window(
     return Window(max(last_s + tf.seconds, cold_start), end, last_s + tf.seconds < cold_start)
 
 
-def clamp(tf: Timeframe, window: Window, history: HistoryStart | None, source: Timeframe) -> Window:
-    """``window`` starting no earlier than the history start, where the proof covers ``source``."""
-    if history is None or not history.bounds(source):
+def clamp(tf: Timeframe, window: Window, history: HistoryStart | None) -> Window:
+    """``window`` starting no earlier than the history start, where the proof covers ``tf``."""
+    if history is None or not history.bounds(tf):
         return window
     start = min(max(window.start_s, tf.floor(history.start_s)), window.end_s)
     return Window(start, window.end_s, window.full)
@@ -151,11 +151,10 @@ class Task:
 
     def bounded(self, history: HistoryStart | None, now: float) -> Task:
         """The task with its windows clamped to a history start proven since it was planned."""
-        if history is None or not history.bounds(self.source):
+        if history is None:
             return self
         windows = tuple(
-            (tf, None if w is None else clamp(tf, w, history, self.source))
-            for tf, w in self.windows
+            (tf, None if w is None else clamp(tf, w, history)) for tf, w in self.windows
         )
         live = [w for _, w in windows if w is not None]
         return Task(self.symbol, self.source, windows, fetch_span(self.source, live, now))
@@ -175,7 +174,7 @@ Cost = tuple[int, int]
 
 @dataclass(frozen=True)
 class _Choice:
-    """One target on one source, with its window clamped for that source."""
+    """One target on one source."""
 
     tf: Timeframe
     source: Timeframe
@@ -239,7 +238,7 @@ def plan_symbol(
     """The cheapest tasks for one symbol's series (targets without a window cost nothing)."""
     live = sorted(((tf, w) for tf, w in wanted if w is not None), key=lambda p: -p[0].seconds)
     choices = [
-        [_Choice(tf, s, clamp(tf, w, history, s)) for s in sources_for(tf, caps, include_open)]
+        [_Choice(tf, s, clamp(tf, w, history)) for s in sources_for(tf, caps, include_open)]
         for tf, w in live
     ]
     by_source: dict[str, list[_Choice]] = {}
@@ -291,9 +290,7 @@ def plan(
         tasks += [Task(symbol, t.source, t.windows, t.span) for t in memo[key]]
     rank = {symbol: i for i, symbol in enumerate(symbols)}
     probes = {id(p) for symbol in symbols if (p := probe_of(tasks, symbol, history))}
-    return sorted(
-        tasks, key=lambda t: (id(t) not in probes, t.source.seconds, rank[t.symbol])
-    )
+    return sorted(tasks, key=lambda t: (id(t) not in probes, t.source.seconds, rank[t.symbol]))
 
 
 def probe_of(

@@ -98,6 +98,31 @@ def planned(events: list[dict]) -> int:
     return start["requests_planned"]
 
 
+def assert_redis_is_the_apis(
+    emu: Emulator, sync_redis: redis.Redis, key_template: str, symbols: Iterable[str], now: float
+) -> None:
+    """Every series in Redis equals the emulator's candles (4h: aggregated from 1h here)."""
+    for symbol in symbols:
+        for name in ("5m", "15m", "1h", "1d"):
+            tf = TIMEFRAMES[name]
+            got = stored(sync_redis, key_template, symbol, name)
+            closed_end = tf.floor(now)
+            want = emulator_candles(emu, symbol, tf, got[0]["timestamp"] // 1000, closed_end)
+            assert_same_candles(got, want)
+            assert got[-1]["symbol"] == symbol and got[-1]["timeframe"] == name
+            history = emulator_candles(
+                emu, symbol, tf, 0 if name == "1d" else int(now) - 86400 * 30, closed_end
+            )
+            assert len(got) == min(300, len(history))
+        h4 = TIMEFRAMES["4h"]
+        got = stored(sync_redis, key_template, symbol, "4h")
+        end = h4.floor(now)
+        hourly = emulator_candles(emu, symbol, TIMEFRAMES["1h"], end - 400 * h4.seconds, end)
+        want = four_hour_truth(hourly, got[0]["timestamp"], end * 1000)
+        assert_same_candles(got, want)
+        assert len(got) == 300 or symbol in ("BTC-USD", "XTZ-USD")  # recorded: ~32 days
+
+
 @pytest.mark.parametrize("hours_back", [0, 1, 2, 3])  # every phase of "now" in a 4h bucket
 async def test_redis_equals_the_emulator_candle_for_candle(
     emulator: Emulator, key_env, redis_url, key_template, sync_redis, hours_back: int
@@ -106,25 +131,7 @@ async def test_redis_equals_the_emulator_candle_for_candle(
     report = await backfill(config(redis_url, key_template), env=key_env, clock=lambda: now)
     not_ready = {(s.symbol, s.timeframe, s.status) for s in report.series if s.status != "ready"}
     assert not_ready == {("BTC-USD", "1d", "short"), ("XTZ-USD", "1d", "short")}  # ~32-89 days
-    for symbol in SYMBOLS:
-        for name in ("5m", "15m", "1h", "1d"):
-            tf = TIMEFRAMES[name]
-            got = stored(sync_redis, key_template, symbol, name)
-            closed_end = tf.floor(now)
-            want = emulator_candles(emulator, symbol, tf, got[0]["timestamp"] // 1000, closed_end)
-            assert_same_candles(got, want)
-            assert got[-1]["symbol"] == symbol and got[-1]["timeframe"] == name
-            history = emulator_candles(
-                emulator, symbol, tf, 0 if name == "1d" else int(now) - 86400 * 30, closed_end
-            )
-            assert len(got) == min(300, len(history))
-        h4 = TIMEFRAMES["4h"]
-        got = stored(sync_redis, key_template, symbol, "4h")
-        end = h4.floor(now)
-        hourly = emulator_candles(emulator, symbol, TIMEFRAMES["1h"], end - 400 * h4.seconds, end)
-        want = four_hour_truth(hourly, got[0]["timestamp"], end * 1000)
-        assert_same_candles(got, want)
-        assert len(got) == 300 or symbol in ("BTC-USD", "XTZ-USD")  # recorded: ~32 days
+    assert_redis_is_the_apis(emulator, sync_redis, key_template, SYMBOLS, now)
 
 
 async def test_gappy_products_page_back_until_enough_candles(
@@ -323,8 +330,13 @@ async def test_a_page_that_fails_for_good_stops_its_sibling_pages(
     async with Emulator(emu_config) as emu:
         env = {**key_env, "COINBASE_API_URL": emu.url}
         cfg = config(
-            redis_url, key_template, symbols=("SOL-USD",), timeframes="5m", rate=5,
-            candles=1000, page_size=300,
+            redis_url,
+            key_template,
+            symbols=("SOL-USD",),
+            timeframes="5m",
+            rate=5,
+            candles=1000,
+            page_size=300,
         )  # fmt: skip  (pages of 300 depend on no capability: no probe first)
         now = time.time()
         report = await backfill(
