@@ -54,7 +54,7 @@ from .memory import (
 from .plan import Task, Window, plan, plan_symbol, planned_requests, target_window
 from .ratelimit import Pacer, RequestStats, RetryPolicy
 from .store import DEFAULT_KEY_TEMPLATE, CandleStore, SeriesInfo, check_key_template, connect
-from .timeframes import DEFAULT_TIMEFRAMES, Timeframe, parse_timeframes
+from .timeframes import DEFAULT_TIMEFRAMES, Timeframe, get_timeframe, parse_timeframes
 
 PRIVATE_RATE = 25.0
 PUBLIC_RATE = 8.0
@@ -662,6 +662,72 @@ async def backfill(
         }
     )
     return report
+
+
+@dataclass(frozen=True)
+class PlanView:
+    """What a backfill would send now: its tasks, the page size, the API as known, the rate."""
+
+    tasks: list[Task]
+    page_buckets: int
+    api: dict[str, Any]
+    rate: float
+
+    @property
+    def requests(self) -> int:
+        """Requests planned (gaps in illiquid products may add pages further back)."""
+        return planned_requests(self.tasks, self.page_buckets)
+
+    @property
+    def seconds(self) -> float:
+        """The least time those requests take at the rate."""
+        return self.requests / self.rate
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per series: its source, the candles missing, its task's pages, shared with."""
+        out = []
+        for task in self.tasks:
+            pages = task.pages(self.page_buckets)
+            for tf, window in task.windows:
+                missing = 0 if window is None else (window.end_s - window.start_s) // tf.seconds
+                others = [t.name for t in task.targets if t != tf]
+                out.append(
+                    {"symbol": task.symbol, "timeframe": tf.name, "source": task.source.name,
+                     "missing": missing, "pages": pages, "shared_with": ",".join(others) or None}
+                )  # fmt: skip
+        rank = {symbol: i for i, symbol in enumerate(dict.fromkeys(t.symbol for t in self.tasks))}
+        return sorted(out, key=lambda r: (rank[r["symbol"]], get_timeframe(r["timeframe"]).seconds))
+
+
+async def plan_view(
+    config: BackfillConfig,
+    *,
+    env: Mapping[str, str] | None = None,
+    clock: Callable[[], float] = time.time,
+) -> PlanView:
+    """The plan a backfill would run now, from Redis alone (no request is sent).
+
+    Capabilities not learnt yet are assumed (FOUR_HOUR served, pages of 350):
+    ``api`` says which are known.
+    """
+    env = os.environ if env is None else env
+    credentials = load_credentials(env)
+    api_url = config.api_url or env.get("COINBASE_API_URL") or DEFAULT_API_URL
+    store = open_store(config)
+    try:
+        await store.ping()
+        memory = open_memory(config, store, api_url)
+        state = await read_state(config, store, memory, clock())
+        caps = await memory.capabilities()
+    finally:
+        await store.client.aclose()
+    page_buckets = caps.page_buckets(config.page_size)
+    return PlanView(
+        state.plan(caps, page_buckets),
+        page_buckets,
+        caps.as_dict(),
+        resolve_rate(config, credentials),
+    )
 
 
 async def _run_workers(

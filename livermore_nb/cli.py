@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .backfill import BackfillConfig, BackfillReport, backfill, parse_symbols
+from .backfill import BackfillConfig, BackfillReport, PlanView, backfill, parse_symbols, plan_view
 from .emulator.config import DEFAULT_CONFIG as EMULATOR_DEFAULTS
 from .errors import EXIT_NOT_READY, EXIT_OK, ConfigError, LivermoreError
 from .progress import BarSink, LogSink, fan_out
@@ -83,7 +83,23 @@ def add_backfill_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--include-open", action="store_true", help="also write the open candle")
     parser.add_argument("--full", action="store_true", help="refetch series already in Redis")
-    parser.add_argument("--page-size", type=int, default=defaults.page_size)
+    parser.add_argument(
+        "--page-size",
+        type=int,
+        default=defaults.page_size,
+        help="buckets per request, at most 350; default: the most the API accepts",
+    )
+    parser.add_argument(
+        "--state-prefix",
+        default=defaults.state_prefix,
+        help="Redis prefix of the learnt API capabilities and history starts; default: %(default)s",
+    )
+    parser.add_argument(
+        "--api-ttl",
+        type=int,
+        default=defaults.api_ttl,
+        help="seconds learnt API capabilities are trusted (0 = not kept); default: %(default)s",
+    )
     parser.add_argument("--timeout", type=float, default=defaults.timeout_s, help="per request, s")
     parser.add_argument("--report", metavar="FILE.json", help="write the report JSON here")
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
@@ -118,6 +134,8 @@ def config_from_args(args: argparse.Namespace) -> BackfillConfig:
         full=args.full,
         page_size=args.page_size,
         timeout_s=args.timeout,
+        state_prefix=args.state_prefix,
+        api_ttl=args.api_ttl,
     )
 
 
@@ -162,6 +180,36 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     if report.error:
         print(f"livermore-nb: error: {report.error}", file=sys.stderr)
     return report.exit_code
+
+
+def format_plan(view: PlanView) -> str:
+    """The plan per series and its total, for people."""
+    import pandas as pd
+
+    frame = pd.DataFrame(view.rows())
+    table = frame.fillna("—").to_string(index=False) if len(frame) else "(no series)"
+    api = view.api
+    four_hour = {True: "served", False: "not served", None: "not learnt yet (assumed served)"}
+    most = api["max_buckets"] or "not learnt yet (assumed 350)"
+    return (
+        f"{table}\n{view.requests} requests planned, at least {view.seconds:.1f} s at "
+        f"{view.rate:g} req/s (pages of {view.page_buckets} buckets; FOUR_HOUR "
+        f"{four_hour[api['four_hour']]}; most buckets per request: {most}); "
+        "illiquid products may need pages further back"
+    )
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """``livermore-nb plan``: what a backfill would send now, per series, without sending it."""
+    view = asyncio.run(plan_view(config_from_args(args)))
+    if args.log_format == "json":
+        doc: dict[str, Any] = {"requests": view.requests, "seconds": round(view.seconds, 3)}
+        doc["rate"] = view.rate
+        doc |= {"page_buckets": view.page_buckets, "api": view.api, "series": view.rows()}
+        print(json.dumps(doc))
+    else:
+        print(format_plan(view))
+    return EXIT_OK
 
 
 def add_emulator_options(parser: argparse.ArgumentParser) -> None:
@@ -316,6 +364,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_backfill_options(backfill_parser)
     backfill_parser.set_defaults(func=cmd_backfill)
+    plan_parser = sub.add_parser(
+        "plan",
+        help="show per series what a backfill would fetch and the requests it takes",
+        epilog=SECRETS_NOTE,
+    )
+    add_backfill_options(plan_parser)
+    plan_parser.set_defaults(func=cmd_plan)
     startup_parser = sub.add_parser(
         "startup",
         help="run the backfill notebook headlessly, then COMMAND if the cache is ready",
