@@ -11,12 +11,12 @@ from __future__ import annotations
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 
-from livermore_nb.backfill import plan
 from livermore_nb.candles import aggregate, dedupe_sorted
 from livermore_nb.coinbase import (
     PRIVATE_PATH,
@@ -27,9 +27,11 @@ from livermore_nb.coinbase import (
     build_jwt,
     load_credentials,
 )
+from livermore_nb.memory import Capabilities
+from livermore_nb.plan import plan, target_window
 from livermore_nb.ratelimit import RequestStats, RetryPolicy, retrying
-from livermore_nb.store import CandleStore, connect
-from livermore_nb.timeframes import DEFAULT_TIMEFRAMES, Timeframe, get_timeframe
+from livermore_nb.store import CandleStore, SeriesInfo, connect
+from livermore_nb.timeframes import DEFAULT_TIMEFRAMES, Timeframe, get_timeframe, parse_timeframes
 
 from .harness import KEY_TEMPLATE, BenchKey, client_env
 
@@ -112,14 +114,34 @@ async def write_cpu_us(redis_url: str, tf: Timeframe, candles: list[Any]) -> flo
     return best / len(candles)
 
 
-def per_written(candles: int) -> tuple[float, float]:
-    """(API candles parsed, candles aggregated) per candle written in the scale workload."""
-    tasks = plan((PRODUCT,), DEFAULT_TIMEFRAMES)
+@dataclass(frozen=True)
+class _Cold:
+    """A cold start of ``candles`` per series (what ``plan.Wants`` asks)."""
+
+    candles: int
+    include_open: bool = False
+    full: bool = True
+
+
+def per_written(
+    candles: int, caps: Capabilities | None = None, now: float | None = None
+) -> tuple[float, float]:
+    """(API candles parsed, candles aggregated) per candle written in the scale workload.
+
+    From the planner's own tasks for one cold symbol (today's API unless ``caps``).
+    """
+    caps = caps or Capabilities(four_hour=True, max_buckets=350)
+    now = time.time() if now is None else now
+    empty, wants = SeriesInfo(0, None, None), _Cold(candles)
+    tasks = plan(
+        (PRODUCT,), parse_timeframes(DEFAULT_TIMEFRAMES),
+        lambda _, tf: target_window(tf, empty, now, wants), now, caps,
+        page_buckets=caps.page_buckets(None),
+    )  # fmt: skip
     written = candles * sum(len(task.targets) for task in tasks)
-    received = sum(candles * max(tf.seconds for tf in task.targets) // task.source.seconds
-                   for task in tasks)  # fmt: skip
-    aggregated = sum(candles * tf.seconds // task.source.seconds
-                     for task in tasks for tf in task.targets if tf != task.source)  # fmt: skip
+    received = sum((t.span[1] - t.span[0]) // t.source.seconds for t in tasks if t.span)
+    aggregated = sum((w.end_s - w.start_s) // t.source.seconds
+                     for t in tasks for tf, w in t.windows if w and tf != t.source)  # fmt: skip
     return received / written, aggregated / written
 
 

@@ -49,6 +49,9 @@ class EmulatorSpec:
     key_file: Path
     anchor: float
     extend_history: bool = True
+    four_hour: bool = True
+    """Serve FOUR_HOUR (today's API) or answer it with a 400 (the older regime)."""
+    max_buckets: int = 350
 
 
 def _serve(spec: EmulatorSpec, port: int) -> None:
@@ -63,6 +66,8 @@ def _serve(spec: EmulatorSpec, port: int) -> None:
         latency_ms=spec.latency_ms,
         extend_history=spec.extend_history,
         anchor=spec.anchor,
+        four_hour=spec.four_hour,
+        max_buckets=spec.max_buckets,
     )
     serve(config, "127.0.0.1", port)
 

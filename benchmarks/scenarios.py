@@ -13,22 +13,18 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from livermore_nb.backfill import (
-    BackfillConfig,
-    BackfillReport,
-    backfill,
-    fold_warm,
-    plan,
-    target_window,
-)
-from livermore_nb.coinbase import page_windows
+from livermore_nb.backfill import BackfillConfig, BackfillReport, backfill
+from livermore_nb.memory import Capabilities
+from livermore_nb.plan import count_pages, fetch_span, plan, planned_requests, target_window
 from livermore_nb.store import SeriesInfo
-from livermore_nb.timeframes import get_timeframe
+from livermore_nb.timeframes import get_timeframe, parse_timeframes
 
-from .harness import KEY_TEMPLATE, BenchKey, BenchRedis, EmulatorProcess, client_env
+from .harness import KEY_PREFIX, KEY_TEMPLATE, BenchKey, BenchRedis, EmulatorProcess, client_env
 
 Row = dict[str, Any]
 EMPTY = SeriesInfo(0, None, None)
+TODAY = Capabilities(four_hour=True, max_buckets=350)
+"""The API as Coinbase's current reference describes it (and the emulator's default)."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +44,7 @@ class Workload:
             min_candles=min(150, self.candles),
             redis_url=redis_url,
             key_template=KEY_TEMPLATE,
+            state_prefix=f"{KEY_PREFIX}:state",  # cleared with the candles: every run learns
             **options,
         )
 
@@ -57,16 +54,26 @@ class Workload:
         return len(self.symbols) * len(self.timeframes)
 
 
-def minimum_requests(config: BackfillConfig, now: float) -> int:
-    """Requests a cold start needs when no bucket is empty: the plan's pages, gaps aside."""
-    total = 0
-    for task in plan(config.symbols, config.timeframes):
-        windows = [target_window(tf, EMPTY, now, config) for tf in task.targets]
-        start = min(w.start_s for w in windows if w)
-        end = max(w.end_s for w in windows if w)
-        end = min(end, task.source.floor(now) + task.source.seconds)
-        total += len(page_windows(task.source, start, end, config.page_size))
-    return total
+def minimum_requests(config: BackfillConfig, now: float, caps: Capabilities = TODAY) -> int:
+    """Requests a cold start needs when no bucket is empty: the planner's own count."""
+    tasks = plan(
+        config.symbols, parse_timeframes(config.timeframes),
+        lambda _, tf: target_window(tf, EMPTY, now, config), now, caps,
+        page_buckets=caps.page_buckets(config.page_size),
+    )  # fmt: skip
+    return planned_requests(tasks, caps.page_buckets(config.page_size))
+
+
+def old_plan_requests(config: BackfillConfig, now: float) -> int:
+    """What the plan before issue 13 sent when no bucket is empty: 4h on 1h, pages of 300."""
+    by_source: dict[str, list[Any]] = {}
+    for tf in parse_timeframes(config.timeframes):
+        by_source.setdefault(tf.source, []).append(target_window(tf, EMPTY, now, config))
+    per_symbol = sum(
+        count_pages(get_timeframe(s), fetch_span(get_timeframe(s), windows, now), 300)
+        for s, windows in by_source.items()
+    )
+    return per_symbol * len(config.symbols)
 
 
 def expected_warm_requests(config: BackfillConfig, downtime_s: float, moments: int = 1000) -> float:
@@ -84,8 +91,8 @@ def expected_warm_requests(config: BackfillConfig, downtime_s: float, moments: i
 def restart_requests(config: BackfillConfig, now: float, downtime_s: float) -> int:
     """Requests a restart at ``now`` plans when the cache was current ``downtime_s`` before.
 
-    The package's own planning (``fold_warm``): one request per task with a
-    window (each fits one page).
+    The package's own planner on the windows the restart misses (each warm
+    window fits one page, so no page back).
     """
     infos = {
         (symbol, tf.name): SeriesInfo(
@@ -94,11 +101,12 @@ def restart_requests(config: BackfillConfig, now: float, downtime_s: float) -> i
         for symbol in config.symbols
         for tf in map(get_timeframe, config.timeframes)
     }
-    tasks = fold_warm(plan(config.symbols, config.timeframes), infos, now, config)
-    return sum(
-        any(target_window(tf, infos[(t.symbol, tf.name)], now, config) for tf in t.targets)
-        for t in tasks
-    )
+    tasks = plan(
+        config.symbols, parse_timeframes(config.timeframes),
+        lambda s, tf: target_window(tf, infos[(s, tf.name)], now, config), now, TODAY,
+        page_buckets=TODAY.page_buckets(config.page_size),
+    )  # fmt: skip
+    return planned_requests(tasks, TODAY.page_buckets(config.page_size))
 
 
 async def timed_backfill(config: BackfillConfig, env: dict[str, str], **kw: Any) -> BackfillReport:
@@ -123,12 +131,13 @@ async def cold_start(
     rate: float | None,
     api_limit: float,
     label: str,
+    caps: Capabilities = TODAY,
 ) -> Row:
-    """One cold start into an empty namespace; wall time against the floor."""
+    """One cold start, nothing in Redis and nothing learnt; wall time against the floor."""
     store.clear()
     emulator.reset()
     config = workload.config(store.url, full=True, rate=rate)
-    floor_requests = minimum_requests(config, time.time())
+    floor_requests = minimum_requests(config, time.time(), caps)
     report = await timed_backfill(config, client_env(emulator.url, key))
     stats = emulator.stats()
     used = config.rate or (25.0 if key else 8.0)
@@ -147,6 +156,9 @@ async def cold_start(
         "server peak/1s": stats["peak_1s"],
         "_timestamps": stats["timestamps"],
         "_server_total": stats["total"],
+        "_refused": stats["by_status"].get("400", 0),
+        "_old_plan": old_plan_requests(config, time.time()),
+        "_api": report.api,
     }
 
 
