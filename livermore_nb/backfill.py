@@ -398,10 +398,12 @@ class _Run:
 
     async def run_task(self, task: Task) -> None:
         """Fetch, derive and write the series of one task; record each outcome."""
+        probe = self._history_probe(task)
         try:
+            if probe is None and task.cold and task.symbol in self.probing:
+                await self.probing[task.symbol].wait()
             if task.symbol in self.unknown:
                 raise ProductNotFound(404, f"Product {task.symbol} not supported")
-            await self._after_history_probe(task)
             try:
                 await self._fetch_and_write(task)
             except GranularityUnsupported:
@@ -417,32 +419,29 @@ class _Run:
             for tf in task.targets:
                 self._record_failure(task.symbol, tf, str(exc))
             self.failed += len(task.targets)
+        finally:
+            if probe is not None:
+                probe.set()
         self.done += len(task.targets)
         self._progress()
 
-    async def _after_history_probe(self, task: Task) -> None:
-        """The first cold task of a symbol with no known history start probes; others wait for it.
+    def _history_probe(self, task: Task) -> asyncio.Event | None:
+        """An event set when ``task`` ends, if it is its symbol's history probe.
 
-        The plan runs each such symbol's coarsest cold task first, so the probe is
-        already running when another waits: no worker waits for a queued task.
+        The first cold task of a symbol whose history start is unknown is the
+        probe (the plan runs the coarsest one first); the symbol's other cold
+        tasks wait for it, so they start bounded by what it proves. The probe is
+        running by then: no worker waits for a task still queued.
         """
-        if not task.cold or task.symbol in self.state.history:
-            return
-        probing = self.probing.get(task.symbol)
-        if probing is None:
-            self.probing[task.symbol] = asyncio.Event()
-        else:
-            await probing.wait()
+        if not task.cold or task.symbol in self.state.history or task.symbol in self.probing:
+            return None
+        self.probing[task.symbol] = asyncio.Event()
+        return self.probing[task.symbol]
 
     async def _fetch_and_write(self, task: Task) -> None:
-        symbol = task.symbol
-        try:
-            history = self.state.history.get(symbol)
-            await self._fetch_and_write_bounded(task.bounded(history, self.state.now))
-        finally:
-            probing = self.probing.get(symbol)
-            if probing is not None:
-                probing.set()
+        """The task, bounded by its symbol's history start if one is known by now."""
+        history = self.state.history.get(task.symbol)
+        await self._fetch_and_write_bounded(task.bounded(history, self.state.now))
 
     async def _fetch_and_write_bounded(self, task: Task) -> None:
         todo = {tf: w for tf, w in task.windows if w is not None}
