@@ -144,3 +144,18 @@ async def test_a_recorded_history_start_spares_every_later_probe(
     again = await backfill(full, env=key_env, clock=lambda: NOW, on_event=events.append)
     assert again.requests == emulator.stats.total - before_total == planned(events) == 4
     assert emulator.stats.by_series[("BTC-USD", "ONE_DAY")] == 2
+
+
+@pytest.mark.parametrize("emulator_regime", [(False, 300)], indirect=True, ids=["older"])
+async def test_a_stale_memory_is_corrected_by_the_apis_answers(
+    emulator_regime: Emulator, regime_env, redis_url, key_template, sync_redis: redis.Redis
+):
+    api_key = f"{state_prefix(key_template)}:api:{emulator_regime.url.split('//')[1]}"
+    sync_redis.hset(api_key, mapping={"four_hour": 1, "max_buckets": 350})  # remembered wrongly
+    symbols = ("SOL-USD", "ICP-USD")
+    cfg = config(redis_url, key_template, symbols=symbols)
+    report = await backfill(cfg, env=regime_env, clock=lambda: NOW)
+    assert report.api == {"four_hour": False, "max_buckets": 300}
+    assert report.retries == 0  # a refused page is sent again smaller at once, not retried
+    assert_redis_is_the_apis(emulator_regime, sync_redis, key_template, symbols, NOW)
+    assert sync_redis.hgetall(api_key) == {b"four_hour": b"0", b"max_buckets": b"300"}
