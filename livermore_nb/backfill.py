@@ -623,7 +623,7 @@ async def backfill(
                     "requests_planned": planned_requests(tasks, client.page_size),
                     "rate": rate,
                     "endpoint": "private" if credentials else "public",
-                    "api": client.caps.as_dict(),
+                    **client.caps.as_dict(),  # four_hour, max_buckets: flat, for key=value lines
                 }
             )
             run = _Run(config, client, store, state, emit)
