@@ -159,3 +159,14 @@ async def test_a_stale_memory_is_corrected_by_the_apis_answers(
     assert report.retries == 0  # a refused page is sent again smaller at once, not retried
     assert_redis_is_the_apis(emulator_regime, sync_redis, key_template, symbols, NOW)
     assert sync_redis.hgetall(api_key) == {b"four_hour": b"0", b"max_buckets": b"300"}
+
+
+async def test_page_size_forces_smaller_pages(
+    emulator: Emulator, key_env, redis_url, key_template, sync_redis: redis.Redis
+):
+    cfg = config(redis_url, key_template, symbols=("SOL-USD",), timeframes="1h", page_size=120)
+    events: list[dict] = []
+    report = await backfill(cfg, env=key_env, clock=lambda: NOW, on_event=events.append)
+    assert report.ready and len(stored(sync_redis, key_template, "SOL-USD", "1h")) == 300
+    assert report.requests == planned(events) == 3  # 120 + 120 + 60 hours
+    assert emulator.stats.by_status.get(400, 0) == 0
