@@ -1,0 +1,250 @@
+"""Issue 15, items 1–13: data safety, hangs and limits under a hostile API and a sick Redis.
+
+The upstream here is a small hostile aiohttp server (or the real emulator), Redis
+is real (the session's, or a private ``redis-server`` where it must be
+configured, restarted or frozen). Each test reproduces a defect found by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+import pytest
+import redis
+from aiohttp import web
+
+from livermore_nb.backfill import BackfillConfig, backfill
+from livermore_nb.emulator import TestKey
+from livermore_nb.errors import EXIT_AUTH, EXIT_NOT_READY, EXIT_OK, ConfigError
+from livermore_nb.ratelimit import RetryPolicy
+
+H = 3600
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+QUICK = RetryPolicy(attempts=3, backoff_initial_s=0.01, backoff_max_s=0.01, jitter_s=0)
+
+
+@asynccontextmanager
+async def serve(handler: Handler) -> AsyncIterator[str]:
+    """A local HTTP server answering every GET with ``handler``; yields its base URL."""
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+def rows(request: web.Request, n: int = 5, price: float = 100.0) -> list[dict[str, str]]:
+    """``n`` valid hourly API candles (strings, newest first) ending before the request's end."""
+    end = int(request.query["end"]) // H * H
+    return [
+        {"start": str(end - i * H), "low": str(price * 0.95), "high": str(price * 1.2),
+         "open": str(price), "close": str(price * 1.1), "volume": "3.5"}
+        for i in range(1, n + 1)
+    ]  # fmt: skip
+
+
+def config(redis_url: str, key_template: str, **overrides: Any) -> BackfillConfig:
+    """A small 1h run: 5 candles wanted and required, quick retries."""
+    options: dict[str, Any] = {
+        "symbols": ("AAA-USD",), "timeframes": ("1h",), "candles": 5, "min_candles": 5,
+        "rate": 500, "redis_url": redis_url, "key_template": key_template, "retry": QUICK,
+    }  # fmt: skip
+    return BackfillConfig(**{**options, **overrides})
+
+
+def stored_closes(client: redis.Redis, key_template: str, symbol: str = "AAA-USD") -> list[float]:
+    """The close of every member of one 1h series, oldest first."""
+    key = key_template.format(user_id=1, exchange_id=1, symbol=symbol, timeframe="1h")
+    return [orjson.loads(m)["close"] for m in client.zrange(key, 0, -1)]
+
+
+# ------------------------------------------------ 3. conflicting duplicates in one response
+
+
+async def test_conflicting_duplicate_timestamps_reject_the_page(
+    redis_url: str, key_template: str, sync_redis: redis.Redis
+) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        page = rows(request)
+        twin = {**page[2], "close": str(float(page[2]["close"]) * 2), "high": "500"}
+        return web.json_response({"candles": [*page[:3], twin, *page[3:]]})
+
+    async with serve(handler) as url:
+        report = await backfill(config(redis_url, key_template), env={"COINBASE_API_URL": url})
+    (series,) = report.series
+    assert series.status == "failed" and "two different candles" in (series.error or "")
+    assert stored_closes(sync_redis, key_template) == []
+
+
+async def test_identical_duplicate_timestamps_are_accepted_once(
+    redis_url: str, key_template: str, sync_redis: redis.Redis
+) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        page = rows(request)
+        return web.json_response({"candles": [*page[:3], dict(page[2]), *page[3:]]})
+
+    async with serve(handler) as url:
+        report = await backfill(config(redis_url, key_template), env={"COINBASE_API_URL": url})
+    assert report.ready, report.to_dict()
+    assert len(stored_closes(sync_redis, key_template)) == 5
+
+
+# ------------------------------------------------ 4. redirects off the API host
+
+
+async def test_a_redirect_to_another_host_is_not_followed(
+    redis_url: str, key_template: str, sync_redis: redis.Redis
+) -> None:
+    evil_hits = 0
+
+    async def evil(request: web.Request) -> web.Response:
+        nonlocal evil_hits
+        evil_hits += 1
+        return web.json_response({"candles": rows(request, price=100_000.0)})
+
+    async with serve(evil) as evil_url:
+
+        async def redirecting(request: web.Request) -> web.Response:
+            raise web.HTTPFound(evil_url + request.path_qs)
+
+        async with serve(redirecting) as url:
+            report = await backfill(config(redis_url, key_template), env={"COINBASE_API_URL": url})
+    (series,) = report.series
+    assert series.status == "failed" and "redirect refused" in (series.error or "")
+    assert evil_hits == 0
+    assert stored_closes(sync_redis, key_template) == []
+
+
+# ------------------------------------------------ 12. response size bound
+
+
+async def test_a_gzip_bomb_is_rejected_as_malformed_without_reading_it_whole(
+    redis_url: str, key_template: str, sync_redis: redis.Redis
+) -> None:
+    # valid JSON (an empty list) of 64 MB once decompressed, 64 kB on the wire
+    bomb = gzip.compress(b'{"candles":[' + b" " * (64 << 20) + b"]}", compresslevel=9)
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=bomb, headers={"Content-Encoding": "gzip"},
+                            content_type="application/json")  # fmt: skip
+
+    async with serve(handler) as url:
+        report = await backfill(config(redis_url, key_template), env={"COINBASE_API_URL": url})
+    (series,) = report.series
+    assert series.status == "failed" and "larger than" in (series.error or "")
+
+
+async def test_a_huge_plain_body_is_rejected_and_nothing_is_written(
+    redis_url: str, key_template: str, sync_redis: redis.Redis
+) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        body = orjson.dumps({"candles": rows(request)})
+        return web.Response(body=body[:-2] + b" " * (8 << 20) + body[-2:],
+                            content_type="application/json")  # fmt: skip
+
+    async with serve(handler) as url:
+        report = await backfill(config(redis_url, key_template), env={"COINBASE_API_URL": url})
+    (series,) = report.series
+    assert series.status == "failed" and "larger than" in (series.error or "")
+    assert stored_closes(sync_redis, key_template) == []
+
+
+# ------------------------------------------------ 13. a stray 401 after the key worked
+
+
+def key_env(url: str, key: TestKey) -> dict[str, str]:
+    """Point the client at ``url`` with ``key`` (private endpoint)."""
+    return {"COINBASE_API_URL": url, "COINBASE_API_KEY_NAME": key.name,
+            "COINBASE_API_PRIVATE_KEY": key.secret}  # fmt: skip
+
+
+async def test_a_401_after_the_key_worked_is_retried_like_a_429(
+    ec_key: TestKey, redis_url: str, key_template: str
+) -> None:
+    served = 0
+
+    async def handler(request: web.Request) -> web.Response:
+        nonlocal served
+        served += 1
+        if served == 2:
+            return web.json_response({"error": "UNAUTHENTICATED", "message": "Unauthorized"},
+                                     status=401)  # fmt: skip
+        return web.json_response({"candles": rows(request)})
+
+    run = config(redis_url, key_template, symbols=("AAA-USD", "BBB-USD"), concurrency=1)
+    async with serve(handler) as url:
+        report = await backfill(run, env=key_env(url, ec_key))
+    assert report.exit_code == EXIT_OK, report.to_dict()
+    assert report.rate_limited == 1 and report.retries == 1
+
+
+async def test_a_401_on_first_use_still_means_the_key_is_rejected(
+    ec_key: TestKey, redis_url: str, key_template: str
+) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response({"message": "Unauthorized"}, status=401)
+
+    async with serve(handler) as url:
+        report = await backfill(config(redis_url, key_template), env=key_env(url, ec_key))
+    assert report.exit_code == EXIT_AUTH and "rejected the API key" in (report.error or "")
+
+
+# ------------------------------------------------ 9. Retry-After capped, logged, budgeted
+
+
+def always_429(retry_after: str) -> Handler:
+    """A handler that answers every request 429 with this Retry-After."""
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response({"message": "slow down"}, status=429,
+                                 headers={"Retry-After": retry_after})  # fmt: skip
+
+    return handler
+
+
+@pytest.mark.parametrize("retry_after", ["3600", "inf", "1e308"])
+async def test_retry_after_is_capped_and_the_pause_is_logged(
+    retry_after: str, redis_url: str, key_template: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    policy = RetryPolicy(attempts=3, backoff_initial_s=0.01, backoff_max_s=0.01, jitter_s=0,
+                         max_cool_down_s=0.2)  # fmt: skip
+    caplog.set_level(logging.WARNING, logger="livermore_nb.ratelimit")
+    async with serve(always_429(retry_after)) as url:
+        report = await asyncio.wait_for(
+            backfill(config(redis_url, key_template, retry=policy), env={"COINBASE_API_URL": url}),
+            timeout=20,
+        )
+    (series,) = report.series
+    assert series.status == "failed" and "HTTP 429" in (series.error or "")
+    assert report.rate_limited == 3
+    assert "every worker pauses 0.2 s" in caplog.text
+
+
+async def test_a_series_gives_up_after_its_time_budget(redis_url: str, key_template: str) -> None:
+    policy = RetryPolicy(attempts=10_000, backoff_initial_s=0.01, backoff_max_s=0.01, jitter_s=0,
+                         cool_down_s=0.05, give_up_after_s=0.5)  # fmt: skip
+    async with serve(always_429("0.05")) as url:
+        started = time.monotonic()
+        report = await asyncio.wait_for(
+            backfill(config(redis_url, key_template, retry=policy), env={"COINBASE_API_URL": url}),
+            timeout=20,
+        )
+    assert time.monotonic() - started < 5
+    assert report.series[0].status == "failed" and report.exit_code == EXIT_NOT_READY
+
+
+def test_retry_policy_rejects_unbounded_pauses() -> None:
+    with pytest.raises(ConfigError):
+        RetryPolicy(max_cool_down_s=float("inf"))
