@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import math
 import os
 import re
 import time
@@ -35,7 +36,16 @@ from .errors import (
     UpstreamError,
 )
 from .ratelimit import Pacer, RequestStats, RetryPolicy
-from .store import DEFAULT_KEY_TEMPLATE, CandleStore, SeriesInfo, check_key_template, connect
+from .store import (
+    DEFAULT_KEY_TEMPLATE,
+    MAX_KEEP,
+    MAX_TTL_S,
+    REDIS_TIMEOUT_S,
+    CandleStore,
+    SeriesInfo,
+    check_key_template,
+    connect,
+)
 from .timeframes import DEFAULT_TIMEFRAMES, Timeframe, get_timeframe, parse_timeframes
 
 PRIVATE_RATE = 25.0
@@ -43,6 +53,8 @@ PUBLIC_RATE = 8.0
 SYMBOL_RE = re.compile(r"^(?=.{3,40}$)[A-Z0-9]+(?:-[A-Z0-9]+){1,3}$")
 """Coinbase product ids: ``BTC-USD``, ``1INCH-USD``, and dated or perpetual ``BIT-28JUN24-CDE``."""
 
+DEFAULT_DEADLINE_S = 300.0
+"""A startup backfill that has not finished in 5 minutes is stuck (rate-limited key, sick API)."""
 GC_YOUNG_THRESHOLD = 50_000
 """Allocations between young-generation collections while a backfill runs (CPython: 700)."""
 EventSink = Callable[[dict[str, Any]], None]
@@ -87,6 +99,10 @@ class BackfillConfig:
     max_pages: int = 20
     """Bound on pages per series when paging back through an illiquid product's gaps."""
     timeout_s: float = 10.0
+    redis_timeout_s: float = REDIS_TIMEOUT_S
+    """Longest wait for one Redis reply; a Redis that hangs longer stops the run (exit 4)."""
+    deadline_s: float = DEFAULT_DEADLINE_S
+    """Time budget of the whole run (s, 0 = none): at the deadline it stops with exit 3."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     def __post_init__(self) -> None:
@@ -104,7 +120,16 @@ class BackfillConfig:
             (self.concurrency >= 1, f"--concurrency must be ≥ 1, got {self.concurrency}"),
             (1 <= self.page_size <= 350, f"page size must be 1..350, got {self.page_size}"),
             (self.keep == 0 or self.keep >= self.candles, "--keep must be 0 or ≥ --candles"),
-            (self.ttl >= 0, f"--ttl must be ≥ 0, got {self.ttl}"),
+            (self.keep <= MAX_KEEP, f"--keep must be ≤ {MAX_KEEP}, got {self.keep}"),
+            (0 <= self.ttl <= MAX_TTL_S, f"--ttl must be 0..{MAX_TTL_S} s, got {self.ttl}"),
+            (
+                0 < self.redis_timeout_s < math.inf,
+                f"Redis timeout must be > 0 s, got {self.redis_timeout_s}",
+            ),
+            (
+                0 <= self.deadline_s < math.inf,
+                f"--deadline must be ≥ 0 s (0 = none), got {self.deadline_s}",
+            ),
             (self.max_pages >= 1, "max pages must be ≥ 1"),
             (self.timeout_s > 0, "timeout must be > 0"),
         ]
@@ -120,7 +145,7 @@ def open_store(config: BackfillConfig) -> CandleStore:
     The caller closes ``store.client`` (``await store.client.aclose()``).
     """
     return CandleStore(
-        connect(config.redis_url),
+        connect(config.redis_url, timeout_s=config.redis_timeout_s),
         key_template=config.key_template,
         user_id=config.user_id,
         exchange_id=config.exchange_id,
@@ -434,7 +459,7 @@ class _Run:
         )
         for tf, window in todo.items():
             series = self._series_for(tf, task.source, window, found, covered_s * 1000)
-            info = await self.store.write(task.symbol, tf, series)
+            info = await self.store.write(task.symbol, tf, series, replace=window.full)
             self._record(task.symbol, tf, info, fetched=len(series))
 
     def _series_for(

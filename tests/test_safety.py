@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import gzip
 import logging
+import os
+import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -19,11 +21,15 @@ import orjson
 import pytest
 import redis
 from aiohttp import web
+from conftest import RedisServer
 
 from livermore_nb.backfill import BackfillConfig, backfill
+from livermore_nb.candles import Candle
 from livermore_nb.emulator import TestKey
-from livermore_nb.errors import EXIT_AUTH, EXIT_NOT_READY, EXIT_OK, ConfigError
+from livermore_nb.errors import EXIT_AUTH, EXIT_NOT_READY, EXIT_OK, ConfigError, StoreError
 from livermore_nb.ratelimit import RetryPolicy
+from livermore_nb.store import CandleStore, connect
+from livermore_nb.timeframes import get_timeframe
 
 H = 3600
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -248,3 +254,131 @@ async def test_a_series_gives_up_after_its_time_budget(redis_url: str, key_templ
 def test_retry_policy_rejects_unbounded_pauses() -> None:
     with pytest.raises(ConfigError):
         RetryPolicy(max_cool_down_s=float("inf"))
+
+
+# ------------------------------------------------ 1. maxmemory
+
+
+T0_MS = 1_700_000_000_000 // (H * 1000) * H * 1000
+
+
+def hourly(n: int, close: float = 100.0, step: int = 1) -> list[Candle]:
+    """``n`` valid 1h candles from ``T0_MS``, oldest first, every ``step`` hours."""
+    return [
+        Candle(T0_MS + i * step * H * 1000, close, close * 1.1, close * 0.9, close, 1.0)
+        for i in range(n)
+    ]
+
+
+async def test_over_maxmemory_a_write_is_refused_whole_and_the_run_stops(
+    redis_server: RedisServer,
+) -> None:
+    admin = redis.Redis.from_url(redis_server.url)
+    admin.config_set("maxmemory-policy", "noeviction")
+    admin.config_set("maxmemory", 1)  # every server is over one byte: Redis is "full"
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response({"candles": rows(request)})
+
+    async with serve(handler) as url:
+        report = await backfill(
+            config(redis_server.url, "t:{symbol}:{timeframe}", symbols=("AAA-USD", "BBB-USD")),
+            env={"COINBASE_API_URL": url},
+        )
+    assert report.exit_code == 4 and not report.ready
+    assert "out of memory" in (report.error or "")
+    assert all(s.status == "failed" and "out of memory" in (s.error or "") for s in report.series)
+    assert admin.dbsize() == 0
+    admin.close()
+
+
+# ------------------------------------------------ 2. a full rewrite replaces its span
+
+
+async def test_a_full_rewrite_leaves_no_older_candle_in_the_gaps_of_the_new_fetch(
+    redis_url: str, key_template: str, sync_redis: redis.Redis
+) -> None:
+    store = CandleStore(connect(redis_url), key_template=key_template)
+    tf = get_timeframe("1h")
+    try:
+        await store.write("AAA-USD", tf, hourly(12, close=100.0))
+        new = hourly(4, close=200.0, step=2)[:]  # hours 0, 2, 4, 6 of the old 0..11
+        new = [c._replace(timestamp=c.timestamp + 2 * H * 1000) for c in new]  # hours 2..8
+        info = await store.write("AAA-USD", tf, new, replace=True)
+    finally:
+        await store.client.aclose()
+    closes = stored_closes(sync_redis, key_template)
+    # hours 0, 1 (before the span) and 9, 10, 11 (after it) stay; 3, 5, 7 are gone
+    assert closes == [100.0, 100.0, 200.0, 200.0, 200.0, 200.0, 100.0, 100.0, 100.0]
+    assert info.count == 9
+
+
+async def test_an_incremental_write_keeps_the_members_between_its_candles(
+    redis_url: str, key_template: str, sync_redis: redis.Redis
+) -> None:
+    store = CandleStore(connect(redis_url), key_template=key_template)
+    tf = get_timeframe("1h")
+    try:
+        await store.write("AAA-USD", tf, hourly(6, close=100.0))
+        await store.write("AAA-USD", tf, hourly(3, close=200.0, step=2))
+    finally:
+        await store.client.aclose()
+    assert stored_closes(sync_redis, key_template) == [200.0, 100.0, 200.0, 100.0, 200.0, 100.0]
+
+
+# ------------------------------------------------ 8. bounds checked before the first write
+
+
+@pytest.mark.parametrize("option", [{"ttl": 9223372036854775807}, {"keep": 10**12}])
+def test_out_of_range_ttl_or_keep_is_a_config_error(option: dict[str, int]) -> None:
+    with pytest.raises(ConfigError):
+        BackfillConfig(symbols=("BTC-USD",), **option)
+
+
+@pytest.mark.parametrize("option", [{"ttl": 9223372036854775807}, {"keep": 10**12}])
+async def test_a_write_with_bad_arguments_changes_nothing(
+    option: dict[str, int], redis_url: str, key_template: str, sync_redis: redis.Redis
+) -> None:
+    tf = get_timeframe("1h")
+    good = CandleStore(connect(redis_url), key_template=key_template)
+    bad = CandleStore(connect(redis_url), key_template=key_template, **option)
+    try:
+        await good.write("AAA-USD", tf, hourly(3, close=100.0))
+        with pytest.raises(StoreError):
+            await bad.write("AAA-USD", tf, hourly(6, close=200.0))
+    finally:
+        await good.client.aclose()
+        await bad.client.aclose()
+    assert stored_closes(sync_redis, key_template) == [100.0, 100.0, 100.0]
+
+
+# ------------------------------------------------ 11. a hung Redis
+
+
+async def test_a_hung_redis_stops_the_run_after_the_socket_timeout(
+    redis_server: RedisServer,
+) -> None:
+    assert redis_server.proc is not None
+    pid = redis_server.proc.pid
+    served = 0
+
+    async def handler(request: web.Request) -> web.Response:
+        nonlocal served
+        served += 1
+        if served == 3:  # Redis freezes while the third series is on its way
+            os.kill(pid, signal.SIGSTOP)
+        return web.json_response({"candles": rows(request)})
+
+    symbols = ("AAA-USD", "BBB-USD", "CCC-USD", "DDD-USD")
+    run = config(redis_server.url, "t:{symbol}:{timeframe}", symbols=symbols, concurrency=1,
+                 redis_timeout_s=0.5)  # fmt: skip
+    try:
+        async with serve(handler) as url:
+            started = time.monotonic()
+            report = await asyncio.wait_for(backfill(run, env={"COINBASE_API_URL": url}), 30)
+            elapsed = time.monotonic() - started
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert report.exit_code == 4 and "did not answer" in (report.error or "")
+    assert elapsed < 5
+    assert [s.status for s in report.series] == ["ready", "ready", "failed", "failed"]
