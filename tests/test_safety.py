@@ -382,3 +382,109 @@ async def test_a_hung_redis_stops_the_run_after_the_socket_timeout(
     assert report.exit_code == 4 and "did not answer" in (report.error or "")
     assert elapsed < 5
     assert [s.status for s in report.series] == ["ready", "ready", "failed", "failed"]
+
+
+# ------------------------------------------------ 6. the gate re-reads Redis at the end
+
+
+async def test_a_redis_restarted_without_persistence_fails_the_gate(tmp_path: Any) -> None:
+    server = RedisServer(tmp_path, persist=False).start()
+    served = 0
+
+    async def handler(request: web.Request) -> web.Response:
+        nonlocal served
+        served += 1
+        if served == 3:  # two series are written; then Redis restarts empty
+            server.kill()
+            server.start()
+        return web.json_response({"candles": rows(request)})
+
+    symbols = ("AAA-USD", "BBB-USD", "CCC-USD", "DDD-USD")
+    run = config(server.url, "t:{symbol}:{timeframe}", symbols=symbols, concurrency=1)
+    try:
+        async with serve(handler) as url:
+            report = await backfill(run, env={"COINBASE_API_URL": url})
+    finally:
+        server.kill()
+    assert not report.ready and report.exit_code == EXIT_NOT_READY
+    statuses = [(s.status, s.candles) for s in report.series]
+    assert statuses == [("short", 0), ("short", 0), ("ready", 5), ("ready", 5)]
+
+
+# ------------------------------------------------ 7. the gate requires the newest candle
+
+
+async def _seed(url: str, template: str, symbol: str, candles: list[Candle]) -> None:
+    """Write ``candles`` as the 1h series of ``symbol`` (what an earlier run left)."""
+    store = CandleStore(connect(url), key_template=template)
+    try:
+        await store.write(symbol, get_timeframe("1h"), candles)
+    finally:
+        await store.client.aclose()
+
+
+def _hours_before(now: float, n: int, newest_age_h: int, skip: int = 1) -> list[Candle]:
+    """``n`` 1h candles, every ``skip`` hours, the newest opening ``newest_age_h`` h before now."""
+    newest = (int(now) // H - newest_age_h) * H * 1000
+    return sorted(
+        Candle(newest - i * skip * H * 1000, 100.0, 110.0, 90.0, 100.0, 1.0) for i in range(n)
+    )
+
+
+async def test_a_series_whose_newest_candles_are_missing_is_stale_not_ready(
+    redis_url: str, key_template: str
+) -> None:
+    now = time.time()
+    await _seed(redis_url, key_template, "OLD-USD", _hours_before(now, 5, newest_age_h=4))
+    await _seed(redis_url, key_template, "NEW-USD", _hours_before(now, 5, newest_age_h=1))
+
+    async def nothing_new(request: web.Request) -> web.Response:
+        return web.json_response({"candles": []})  # the API has nothing newer (or lies)
+
+    run = config(redis_url, key_template, symbols=("OLD-USD", "NEW-USD"))
+    async with serve(nothing_new) as url:
+        report = await backfill(run, env={"COINBASE_API_URL": url}, clock=lambda: now)
+    old, new = report.series
+    assert old.status == "stale" and "stale" in (old.error or "") and old.candles == 5
+    assert new.status == "ready"
+    assert not report.ready and report.exit_code == EXIT_NOT_READY
+
+
+async def test_an_illiquid_products_normal_quiet_spell_is_not_stale(
+    redis_url: str, key_template: str
+) -> None:
+    now = time.time()  # a candle every 3 hours: 2-hour gaps are normal; 4 hours ago is fine
+    await _seed(redis_url, key_template, "ILL-USD", _hours_before(now, 5, newest_age_h=4, skip=3))
+
+    async def nothing_new(request: web.Request) -> web.Response:
+        return web.json_response({"candles": []})
+
+    run = config(redis_url, key_template, symbols=("ILL-USD",))
+    async with serve(nothing_new) as url:
+        report = await backfill(run, env={"COINBASE_API_URL": url}, clock=lambda: now)
+    assert report.ready, report.to_dict()
+
+
+# ------------------------------------------------ 10. a run-wide deadline
+
+
+async def test_the_deadline_ends_a_permanently_rate_limited_run_with_exit_3(
+    redis_url: str, key_template: str
+) -> None:
+    policy = RetryPolicy(attempts=10_000, backoff_initial_s=0.01, backoff_max_s=0.01, jitter_s=0,
+                         cool_down_s=0.05, give_up_after_s=3600)  # fmt: skip
+    run = config(redis_url, key_template, retry=policy, deadline_s=1.0,
+                 symbols=("AAA-USD", "BBB-USD"))  # fmt: skip
+    async with serve(always_429("0.05")) as url:
+        started = time.monotonic()
+        report = await asyncio.wait_for(backfill(run, env={"COINBASE_API_URL": url}), 30)
+    assert time.monotonic() - started < 5
+    assert report.exit_code == EXIT_NOT_READY and "deadline of 1 s" in (report.error or "")
+    assert all(s.status == "failed" and "deadline" in (s.error or "") for s in report.series)
+
+
+def test_the_deadline_defaults_to_five_minutes_and_zero_means_none() -> None:
+    assert BackfillConfig(symbols=("BTC-USD",)).deadline_s == 300
+    assert BackfillConfig(symbols=("BTC-USD",), deadline_s=0).deadline_s == 0
+    with pytest.raises(ConfigError):
+        BackfillConfig(symbols=("BTC-USD",), deadline_s=-1)
