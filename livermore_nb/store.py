@@ -147,8 +147,21 @@ def embedded_redis_url(db_path: Path | None = None) -> str:
 
 
 def resolve_redis_url(url: str | None) -> str:
-    """The Redis URL to use: ``url``, else ``$REDIS_URL``, else the embedded server."""
-    return url or os.environ.get("REDIS_URL") or embedded_redis_url()
+    """The Redis URL to use: ``url``, else ``$REDIS_URL``, else the embedded server.
+
+    An empty URL (``REDIS_URL=''``, ``--redis-url ''``) is a ConfigError, not a quiet
+    switch to the embedded server: it is a deployment mistake, not a choice.
+    """
+    if url is None:
+        url = os.environ.get("REDIS_URL")
+        if url is None:
+            return embedded_redis_url()
+    if not url.strip():
+        raise ConfigError(
+            "the Redis URL is empty (REDIS_URL='' or --redis-url ''): give a redis:// URL, "
+            "or unset REDIS_URL for the embedded Redis"
+        )
+    return url
 
 
 def _from_url(factory: Callable[..., Any], url: str | None, retry: Any, timeout_s: float) -> Any:

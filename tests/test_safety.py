@@ -23,12 +23,15 @@ import redis
 from aiohttp import web
 from conftest import RedisServer
 
+from livermore_nb import store as store_module
 from livermore_nb.backfill import BackfillConfig, backfill
 from livermore_nb.candles import Candle
+from livermore_nb.demo import backfill_offline, emulator_redis_url, ensure_offline_cache
 from livermore_nb.emulator import TestKey
 from livermore_nb.errors import EXIT_AUTH, EXIT_NOT_READY, EXIT_OK, ConfigError, StoreError
 from livermore_nb.ratelimit import RetryPolicy
-from livermore_nb.store import CandleStore, connect
+from livermore_nb.startup import notebook_path
+from livermore_nb.store import CandleStore, connect, resolve_redis_url
 from livermore_nb.timeframes import get_timeframe
 
 H = 3600
@@ -488,3 +491,65 @@ def test_the_deadline_defaults_to_five_minutes_and_zero_means_none() -> None:
     assert BackfillConfig(symbols=("BTC-USD",), deadline_s=0).deadline_s == 0
     with pytest.raises(ConfigError):
         BackfillConfig(symbols=("BTC-USD",), deadline_s=-1)
+
+
+# ------------------------------------------------ 5. emulator candles never reach $REDIS_URL
+
+
+@pytest.fixture
+def embedded_db(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A private embedded Redis file for this test (shut down afterwards)."""
+    path = tmp_path / "embedded.db"
+    monkeypatch.setenv("LIVERMORE_REDIS_DB", str(path))
+    yield path
+    server = store_module._embedded.pop(path, None)
+    if server is not None:
+        server.shutdown()
+
+
+async def test_emulator_runs_write_the_embedded_redis_not_redis_url(
+    redis_server: RedisServer, embedded_db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REDIS_URL", redis_server.url)  # "production"
+    run = BackfillConfig(symbols=("BTC-USD",), timeframes=("1h",), candles=20, min_candles=20)
+    report = await backfill_offline(run)
+    assert report.ready
+    assert await ensure_offline_cache(run) is None  # it finds the embedded cache filled
+    with redis.Redis.from_url(redis_server.url) as production:
+        assert production.dbsize() == 0
+    with redis.Redis.from_url(emulator_redis_url()) as embedded:
+        assert embedded.exists("candles:1:1:BTC-USD:1h")
+
+
+async def test_an_emulator_run_writes_a_redis_named_for_it(
+    redis_server: RedisServer, embedded_db: Any
+) -> None:
+    run = BackfillConfig(symbols=("BTC-USD",), timeframes=("1h",), candles=20, min_candles=20,
+                         redis_url=redis_server.url)  # fmt: skip
+    assert (await backfill_offline(run)).ready
+    with redis.Redis.from_url(redis_server.url) as named:
+        assert named.exists("candles:1:1:BTC-USD:1h")
+
+
+@pytest.mark.slow
+def test_the_coverage_notebook_with_the_emulator_leaves_redis_url_alone(
+    redis_server: RedisServer, embedded_db: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    import papermill as pm
+
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    pm.execute_notebook(
+        str(notebook_path("coverage.ipynb")), str(tmp_path / "out.ipynb"),
+        parameters={"symbols": "BTC-USD", "timeframes": "1h", "use_emulator": True},
+        kernel_name="python3", progress_bar=False, cwd=str(tmp_path),
+    )  # fmt: skip
+    with redis.Redis.from_url(redis_server.url) as production:
+        assert production.dbsize() == 0
+
+
+def test_an_empty_redis_url_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "")
+    with pytest.raises(ConfigError, match="empty"):
+        resolve_redis_url(None)
+    with pytest.raises(ConfigError, match="empty"):
+        resolve_redis_url(" ")
