@@ -26,6 +26,7 @@ from conftest import RedisServer
 from livermore_nb import store as store_module
 from livermore_nb.backfill import BackfillConfig, backfill
 from livermore_nb.candles import Candle
+from livermore_nb.cli import build_parser, config_from_args
 from livermore_nb.demo import backfill_offline, emulator_redis_url, ensure_offline_cache
 from livermore_nb.emulator import TestKey
 from livermore_nb.errors import EXIT_AUTH, EXIT_NOT_READY, EXIT_OK, ConfigError, StoreError
@@ -553,3 +554,13 @@ def test_an_empty_redis_url_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -
         resolve_redis_url(None)
     with pytest.raises(ConfigError, match="empty"):
         resolve_redis_url(" ")
+
+
+def test_the_cli_passes_deadline_and_redis_timeout_to_the_config() -> None:
+    args = build_parser().parse_args(
+        ["backfill", "--symbols", "BTC-USD", "--deadline", "0", "--redis-timeout", "2.5"]
+    )
+    run = config_from_args(args)
+    assert run.deadline_s == 0 and run.redis_timeout_s == 2.5
+    defaults = config_from_args(build_parser().parse_args(["backfill", "--symbols", "BTC-USD"]))
+    assert defaults.deadline_s == 300 and defaults.redis_timeout_s == 10
