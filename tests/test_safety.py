@@ -299,34 +299,33 @@ async def test_over_maxmemory_a_write_is_refused_whole_and_the_run_stops(
 # ------------------------------------------------ 2. a full rewrite replaces its span
 
 
+@pytest.fixture
+async def store(redis_url: str, key_template: str) -> AsyncIterator[CandleStore]:
+    """A CandleStore on this test's key namespace."""
+    candle_store = CandleStore(connect(redis_url), key_template=key_template)
+    yield candle_store
+    await candle_store.client.aclose()
+
+
 async def test_a_full_rewrite_leaves_no_older_candle_in_the_gaps_of_the_new_fetch(
-    redis_url: str, key_template: str, sync_redis: redis.Redis
+    store: CandleStore, key_template: str, sync_redis: redis.Redis
 ) -> None:
-    store = CandleStore(connect(redis_url), key_template=key_template)
     tf = get_timeframe("1h")
-    try:
-        await store.write("AAA-USD", tf, hourly(12, close=100.0))
-        new = hourly(4, close=200.0, step=2)[:]  # hours 0, 2, 4, 6 of the old 0..11
-        new = [c._replace(timestamp=c.timestamp + 2 * H * 1000) for c in new]  # hours 2..8
-        info = await store.write("AAA-USD", tf, new, replace=True)
-    finally:
-        await store.client.aclose()
-    closes = stored_closes(sync_redis, key_template)
+    await store.write("AAA-USD", tf, hourly(12, close=100.0))
+    shifted = [c._replace(timestamp=c.timestamp + 2 * H * 1000) for c in hourly(4, 200.0, step=2)]
+    info = await store.write("AAA-USD", tf, shifted, replace=True)  # hours 2, 4, 6, 8
     # hours 0, 1 (before the span) and 9, 10, 11 (after it) stay; 3, 5, 7 are gone
+    closes = stored_closes(sync_redis, key_template)
     assert closes == [100.0, 100.0, 200.0, 200.0, 200.0, 200.0, 100.0, 100.0, 100.0]
     assert info.count == 9
 
 
 async def test_an_incremental_write_keeps_the_members_between_its_candles(
-    redis_url: str, key_template: str, sync_redis: redis.Redis
+    store: CandleStore, key_template: str, sync_redis: redis.Redis
 ) -> None:
-    store = CandleStore(connect(redis_url), key_template=key_template)
     tf = get_timeframe("1h")
-    try:
-        await store.write("AAA-USD", tf, hourly(6, close=100.0))
-        await store.write("AAA-USD", tf, hourly(3, close=200.0, step=2))
-    finally:
-        await store.client.aclose()
+    await store.write("AAA-USD", tf, hourly(6, close=100.0))
+    await store.write("AAA-USD", tf, hourly(3, close=200.0, step=2))
     assert stored_closes(sync_redis, key_template) == [200.0, 100.0, 200.0, 100.0, 200.0, 100.0]
 
 
@@ -341,18 +340,13 @@ def test_out_of_range_ttl_or_keep_is_a_config_error(option: dict[str, int]) -> N
 
 @pytest.mark.parametrize("option", [{"ttl": 9223372036854775807}, {"keep": 10**12}])
 async def test_a_write_with_bad_arguments_changes_nothing(
-    option: dict[str, int], redis_url: str, key_template: str, sync_redis: redis.Redis
+    option: dict[str, int], store: CandleStore, key_template: str, sync_redis: redis.Redis
 ) -> None:
     tf = get_timeframe("1h")
-    good = CandleStore(connect(redis_url), key_template=key_template)
-    bad = CandleStore(connect(redis_url), key_template=key_template, **option)
-    try:
-        await good.write("AAA-USD", tf, hourly(3, close=100.0))
-        with pytest.raises(StoreError):
-            await bad.write("AAA-USD", tf, hourly(6, close=200.0))
-    finally:
-        await good.client.aclose()
-        await bad.client.aclose()
+    await store.write("AAA-USD", tf, hourly(3, close=100.0))
+    bad = CandleStore(store.client, key_template=key_template, **option)
+    with pytest.raises(StoreError):
+        await bad.write("AAA-USD", tf, hourly(6, close=200.0))
     assert stored_closes(sync_redis, key_template) == [100.0, 100.0, 100.0]
 
 
@@ -418,15 +412,6 @@ async def test_a_redis_restarted_without_persistence_fails_the_gate(tmp_path: An
 # ------------------------------------------------ 7. the gate requires the newest candle
 
 
-async def _seed(url: str, template: str, symbol: str, candles: list[Candle]) -> None:
-    """Write ``candles`` as the 1h series of ``symbol`` (what an earlier run left)."""
-    store = CandleStore(connect(url), key_template=template)
-    try:
-        await store.write(symbol, get_timeframe("1h"), candles)
-    finally:
-        await store.client.aclose()
-
-
 def _hours_before(now: float, n: int, newest_age_h: int, skip: int = 1) -> list[Candle]:
     """``n`` 1h candles, every ``skip`` hours, the newest opening ``newest_age_h`` h before now."""
     newest = (int(now) // H - newest_age_h) * H * 1000
@@ -436,11 +421,11 @@ def _hours_before(now: float, n: int, newest_age_h: int, skip: int = 1) -> list[
 
 
 async def test_a_series_whose_newest_candles_are_missing_is_stale_not_ready(
-    redis_url: str, key_template: str
+    store: CandleStore, redis_url: str, key_template: str
 ) -> None:
-    now = time.time()
-    await _seed(redis_url, key_template, "OLD-USD", _hours_before(now, 5, newest_age_h=4))
-    await _seed(redis_url, key_template, "NEW-USD", _hours_before(now, 5, newest_age_h=1))
+    now, tf = time.time(), get_timeframe("1h")
+    await store.write("OLD-USD", tf, _hours_before(now, 5, newest_age_h=4))
+    await store.write("NEW-USD", tf, _hours_before(now, 5, newest_age_h=1))
 
     async def nothing_new(request: web.Request) -> web.Response:
         return web.json_response({"candles": []})  # the API has nothing newer (or lies)
@@ -455,10 +440,10 @@ async def test_a_series_whose_newest_candles_are_missing_is_stale_not_ready(
 
 
 async def test_an_illiquid_products_normal_quiet_spell_is_not_stale(
-    redis_url: str, key_template: str
+    store: CandleStore, redis_url: str, key_template: str
 ) -> None:
     now = time.time()  # a candle every 3 hours: 2-hour gaps are normal; 4 hours ago is fine
-    await _seed(redis_url, key_template, "ILL-USD", _hours_before(now, 5, newest_age_h=4, skip=3))
+    await store.write("ILL-USD", get_timeframe("1h"), _hours_before(now, 5, newest_age_h=4, skip=3))
 
     async def nothing_new(request: web.Request) -> web.Response:
         return web.json_response({"candles": []})
