@@ -17,8 +17,11 @@ __all__ = ["duration", "periods", "readable"]
 _UNITS: tuple[tuple[str, int], ...] = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
 
 
-def duration(delta: pd.Timedelta | object) -> str:
-    """``delta`` rounded to seconds, in its non-zero units (``2 h 15 m 4 s``); ``—`` for NaT."""
+def duration(delta: pd.Timedelta | object, *, units: int | None = None) -> str:
+    """``delta`` rounded to seconds, in its non-zero units (``2 h 15 m 4 s``); ``—`` for NaT.
+
+    ``units`` keeps only that many of the largest (``units=2``: ``2 h 15 m``), for tight cells.
+    """
     if delta is None or pd.isna(delta):
         return "—"
     seconds = round(pd.Timedelta(delta).total_seconds())
@@ -27,7 +30,7 @@ def duration(delta: pd.Timedelta | object) -> str:
         if left >= size:
             parts.append(f"{left // size} {unit}")
             left %= size
-    return ("-" if seconds < 0 else "") + (" ".join(parts) or "0 s")
+    return ("-" if seconds < 0 else "") + (" ".join(parts[:units]) or "0 s")
 
 
 def periods(count: int, timeframe: str) -> str:
