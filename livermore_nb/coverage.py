@@ -266,12 +266,9 @@ def warmup_table(
     (MACD-V points). ``reason`` names every rule a series fails.
     """
     clock = _utc(now)
-    rows = [
-        {
-            "symbol": symbol,
-            "timeframe": tf,
-            **_warmup_row(frame, *staleness(frame, tf, clock, stale_periods), min_candles, tolerance),
-        }
-        for (symbol, tf), frame in frames.items()
-    ]
+    rows = []
+    for (symbol, tf), frame in frames.items():
+        age, stale = staleness(frame, tf, clock, stale_periods)
+        row = _warmup_row(frame, age, stale, min_candles, tolerance)
+        rows.append({"symbol": symbol, "timeframe": tf, **row})
     return pd.DataFrame(rows, columns=list(WARMUP_COLUMNS))

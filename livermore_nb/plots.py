@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC
+from typing import Any
 
 import matplotlib.dates as mdates
 import numpy as np
@@ -67,7 +68,7 @@ def _timeframe_order(names: Sequence[str]) -> list[str]:
 
 STALE_HATCH = "///"
 """How stale cells and untrusted warm-up bars are marked: hatched over their colour."""
-STALE_STYLE: dict[str, object] = {
+STALE_STYLE: dict[str, Any] = {
     "fill": False,
     "hatch": STALE_HATCH,
     "edgecolor": "0.15",
@@ -285,7 +286,12 @@ def _warmup_span(
     if not bars:
         return []
     half = (float(np.median(np.diff(x))) if len(x) > 1 else 1.0) / 2
-    style = {"facecolor": "white", "alpha": 0.6, "hatch": STALE_HATCH, "edgecolor": "0.45"}
+    style: dict[str, Any] = {
+        "facecolor": "white",
+        "alpha": 0.6,
+        "hatch": STALE_HATCH,
+        "edgecolor": "0.45",
+    }
     for ax in (price_ax, macd_ax):
         ax.axvspan(x[0] - half, x[bars - 1] + half, linewidth=0, gid="warmup", **style)  # type: ignore[attr-defined]
     label = f"warm-up: first {bars} bars rest on < {min_candles} candles (untrusted)"

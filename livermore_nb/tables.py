@@ -42,7 +42,7 @@ def periods(count: int, timeframe: str) -> str:
 
 
 def readable(cov: pd.DataFrame) -> pd.DataFrame:
-    """A coverage frame for display: ``age`` as a duration, ``missing``/``largest_gap`` with units."""
+    """``cov`` for display: ``age`` as a duration, ``missing`` and ``largest_gap`` with units."""
     out = cov.copy()
     out["age"] = cov["age"].map(duration)
     for column in ("missing", "largest_gap"):
