@@ -13,6 +13,7 @@ import os
 import re
 import time
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -315,6 +316,15 @@ class BackfillReport:
                 for s in self.series
             ],
         }
+
+    def verdict(self) -> str:
+        """One line for people: READY or NOT READY, series per status, time and requests."""
+        counts = Counter(s.status for s in self.series)
+        summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        return (
+            f"{'READY' if self.ready else 'NOT READY'}: {summary} in {self.duration_s:.1f}s, "
+            f"{self.requests} requests, {self.retries} retries, {self.rate_limited} rate-limited"
+        )
 
     def to_frame(self) -> Any:
         """The per-series table as a pandas DataFrame."""

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import papermill as pm
 import pytest
@@ -70,6 +72,17 @@ def startup(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.Compl
     )
 
 
+def cell_outputs(path: Path, needle: str) -> list[dict[str, Any]]:
+    """Saved outputs of the executed notebook's one code cell whose source holds ``needle``."""
+    cells = json.loads(path.read_text())["cells"]
+    (cell,) = [c for c in cells if c["cell_type"] == "code" and needle in "".join(c["source"])]
+    return [
+        {k: "".join(v) if isinstance(v, list) else v for k, v in out.items()}
+        | ({"data": {m: "".join(t) for m, t in out["data"].items()}} if "data" in out else {})
+        for out in cell["outputs"]
+    ]
+
+
 def assert_no_secret(path: Path, key: TestKey) -> None:
     """Neither the key nor any line of its PEM body appears anywhere in the file."""
     text = path.read_text()
@@ -116,6 +129,20 @@ def test_backfill_notebook_fills_redis_and_writes_the_report(
         for tf in ("1h", "4h"):
             assert sync_redis.zcard(format_key(key_template, symbol, tf)) == 300
     assert_no_secret(out, ec_key)
+    # What a static viewer shows under the run cell: the bar where it ended, then the verdict.
+    (bar, verdict) = cell_outputs(out, "notebook_bar()")
+    assert (
+        bar["output_type"] == "display_data"
+        and "application/vnd.jupyter.widget-view+json" not in bar["data"]
+    )
+    assert (
+        bar["data"]["text/plain"].startswith("backfill: 100%")
+        and "| 4/4 [" in bar["data"]["text/plain"]
+    )
+    assert verdict["output_type"] == "stream" and verdict["name"] == "stdout"
+    assert re.fullmatch(
+        r"READY: 4 ready in \d+\.\ds, \d+ requests, 0 retries, 0 rate-limited\n", verdict["text"]
+    )
 
 
 def test_unknown_product_fails_the_gate(
