@@ -88,15 +88,20 @@ class DisplayLine:
     encoding = "utf-8"  # tells tqdm it may draw Unicode blocks
 
     def __init__(self) -> None:
-        from IPython.display import display  # only notebooks need IPython
-
-        self._handle = display(display_id=True)
+        self._handle: Any = None
 
     def write(self, text: str) -> int:
         """Show the last non-empty line of ``text`` in place of the previous one."""
         lines = [line for line in text.replace("\r", "\n").splitlines() if line.strip()]
-        if lines and self._handle is not None:
-            self._handle.update({"text/plain": lines[-1].rstrip()}, raw=True)
+        if not lines:
+            return len(text)
+        data = {"text/plain": lines[-1].rstrip()}
+        if self._handle is None:  # the first line opens the output, so unused bars leave none
+            from IPython.display import display  # only notebooks need IPython
+
+            self._handle = display(data, raw=True, display_id=True)
+        else:
+            self._handle.update(data, raw=True)
         return len(text)
 
     def flush(self) -> None:

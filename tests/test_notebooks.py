@@ -145,6 +145,32 @@ def test_backfill_notebook_fills_redis_and_writes_the_report(
     )
 
 
+def test_coverage_notebook_defaults_read_what_make_demo_filled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setenv("LIVERMORE_REDIS_DB", str(tmp_path / "demo.db"))
+    demo = subprocess.run(
+        [sys.executable, "-m", "livermore_nb.demo"],
+        cwd=tmp_path, env=dict(os.environ), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    out = tmp_path / "coverage.ipynb"
+    pm.execute_notebook(
+        str(REPO / "notebooks" / "coverage.ipynb"), str(out),
+        kernel_name="python3", progress_bar=False, cwd=str(tmp_path),
+    )  # no parameters: the defaults  # fmt: skip
+    assert cell_outputs(out, "await ensure_offline_cache(") == []  # the demo's cache was used
+    (table,) = cell_outputs(out, "cov = summarize(")
+    text = table["data"]["text/plain"]
+    assert "[125 rows x 10 columns]" in text  # 25 symbols × 5 timeframes, every one held
+    assert "MATIC-USD" in text and " 0 days " not in text and not re.search(r"\d\.\d+ s", text)
+    assert re.search(r"\s(\d+ [hm] )*\d+ s\s+False\s", text)  # ages to the second, then stale
+    (attention,) = cell_outputs(out, 'cov["stale"]]')  # only stale ones: the demo fills 300
+    assert " days " not in attention["data"]["text/plain"]
+    assert not re.search(r"\s(?!300)\d+\s+300\s", attention["data"]["text/plain"])
+
+
 def test_unknown_product_fails_the_gate(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
