@@ -14,6 +14,7 @@ from typing import Any
 import matplotlib.dates as mdates
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
@@ -66,6 +67,8 @@ def _timeframe_order(names: Sequence[str]) -> list[str]:
     return sorted(dict.fromkeys(names), key=lambda n: TIMEFRAMES[n].seconds)
 
 
+HEATMAP_CMAP = colormaps["RdYlGn"]
+"""Share of the target: red (none) through yellow to green (all)."""
 STALE_HATCH = "///"
 """How stale cells and untrusted warm-up bars are marked: hatched over their colour."""
 STALE_STYLE: dict[str, Any] = {
@@ -83,14 +86,18 @@ def _heatmap_cell(
     dark = not np.isnan(share) and not 0.2 <= share <= 0.8
     ink = "white" if dark else "black"
     label = "–" if pd.isna(count) else f"{int(count)}"
+    box = None
     if stale is True or stale is np.True_:
         label += "\nempty" if pd.isna(age) else f"\n{duration(age, units=2)} old"
         cell = Rectangle(
             (col - 0.5, row - 0.5), 1, 1, gid="stale", **{**STALE_STYLE, "edgecolor": ink}
         )
         ax.add_patch(cell)  # type: ignore[attr-defined]
+        # the cell's own colour behind the words keeps the hatching off them
+        fill = "white" if np.isnan(share) else HEATMAP_CMAP(share)
+        box = {"boxstyle": "round,pad=0.2", "facecolor": fill, "edgecolor": "none"}
     ax.text(col, row, label, ha="center", va="center", fontsize=8, linespacing=1.0, color=ink,  # type: ignore[attr-defined]
-            fontweight="bold" if dark else "normal")  # fmt: skip
+            fontweight="bold" if dark else "normal", bbox=box)  # fmt: skip
 
 
 def coverage_heatmap(cov: pd.DataFrame, *, title: str | None = None) -> Figure:
@@ -113,7 +120,7 @@ def coverage_heatmap(cov: pd.DataFrame, *, title: str | None = None) -> Figure:
         figsize=(3.4 + 1.05 * len(timeframes), 1.9 + 0.34 * len(symbols)), layout="constrained"
     )
     ax = fig.add_subplot()
-    image = ax.imshow(share, cmap="RdYlGn", norm=Normalize(0, 1), aspect="auto")
+    image = ax.imshow(share, cmap=HEATMAP_CMAP, norm=Normalize(0, 1), aspect="auto")
     for (row, col), value in np.ndenumerate(counts.to_numpy()):
         _heatmap_cell(ax, row, col, value, share[row, col], stale.iat[row, col], ages.iat[row, col])
     ax.set_xticks(range(len(timeframes)), timeframes, fontsize=10)
