@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
 from .macdv import STAGES, untrusted_bars
-from .tables import duration
+from .tables import duration, periods
 from .timeframes import TIMEFRAMES
 
 __all__ = [
@@ -207,7 +207,7 @@ def _gap_panel(ax: object, tf: str, rows: pd.DataFrame, gaps: pd.DataFrame, held
     ax.set_ylim(len(rows) - 0.5, -0.5)  # type: ignore[attr-defined]
     in_tf = gaps[gaps["timeframe"] == tf]
     ax.set_title(  # type: ignore[attr-defined]
-        f"{tf}: {len(in_tf)} gaps, {int(in_tf['missing'].sum())} missing periods "
+        f"{tf}: {len(in_tf)} gaps, {periods(int(in_tf['missing'].sum()), tf)} missing "
         f"in {len(rows)} of {held} series",
         loc="left",
         fontsize=10,

@@ -99,7 +99,8 @@ def test_gap_timeline_has_a_panel_per_gappy_timeframe(frames, cov, tmp_path: Pat
     fig = plots.gap_timeline(cov, gaps)
     assert len(fig.axes) == 3
     for ax, tf in zip(fig.axes, ("5m", "1h", "1d"), strict=True):
-        assert ax.get_title(loc="left").startswith(f"{tf}: 2 gaps, 3 missing periods in 1 of")
+        assert ax.get_title(loc="left").startswith(f"{tf}: 2 gaps, 3 × {tf} (")
+        assert " missing in 1 of " in ax.get_title(loc="left")
         assert [t.get_text() for t in ax.get_yticklabels()] == ["SYN3-USD"]
         assert ax.get_xlabel() == "time (UTC)"
         bars = [c for c in ax.collections if isinstance(c, PolyCollection)]
