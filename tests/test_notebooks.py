@@ -141,7 +141,8 @@ def test_backfill_notebook_fills_redis_and_writes_the_report(
     )
     assert verdict["output_type"] == "stream" and verdict["name"] == "stdout"
     assert re.fullmatch(
-        r"READY: 4 ready in \d+\.\ds, \d+ requests, \d+ retries, \d+ rate-limited\n", verdict["text"]
+        r"READY: 4 ready in \d+\.\ds, \d+ requests, \d+ retries, \d+ rate-limited\n",
+        verdict["text"],
     )
 
 
