@@ -14,6 +14,7 @@ import os
 import re
 import time
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -350,6 +351,15 @@ class BackfillReport:
             ],
         }
 
+    def verdict(self) -> str:
+        """One line for people: READY or NOT READY, series per status, time and requests."""
+        counts = Counter(s.status for s in self.series)
+        summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        return (
+            f"{'READY' if self.ready else 'NOT READY'}: {summary} in {self.duration_s:.1f}s, "
+            f"{self.requests} requests, {self.retries} retries, {self.rate_limited} rate-limited"
+        )
+
     def to_frame(self) -> Any:
         """The per-series table as a pandas DataFrame."""
         import pandas as pd
@@ -514,7 +524,7 @@ class _Run:
         A Redis restarted without persistence, a concurrent writer or an eviction
         may have changed a series since it was written: one pipelined read gives
         the counts the gate judges. A ready series whose newest candle is older
-        than the product's normal gaps allow (:func:`is_stale`) becomes ``stale``;
+        than the product's normal gaps allow (:func:`is_stale`) becomes short (stale);
         only those few candidates are read whole, to measure their gaps.
         """
         keys = list(self.results)
@@ -540,11 +550,15 @@ class _Run:
     def _check_stale(
         self, symbol: str, tf: Timeframe, last_ms: int, now: float, largest_gap: int
     ) -> None:
-        """Mark a ready series ``stale`` when its newest candle is too old (see is_stale)."""
+        """Mark a ready series short when its newest candle is too old (see is_stale).
+
+        The report keeps DESIGN's three statuses (ready, short, failed): a stale
+        series is short of its newest candles, and its error says ``stale: …``.
+        """
         age_s = now - (last_ms / 1000 + tf.seconds)
         if is_stale(age_s, tf.seconds, largest_gap=largest_gap):
             result = self.results[(symbol, tf.name)]
-            result.status = "stale"
+            result.status = "short"
             result.error = (
                 f"stale: the newest candle ({_iso(last_ms)}) closed {age_s / 60:.0f} min ago, "
                 f"{age_s / tf.seconds:.1f} periods (allowed: {STALE_PERIODS:g}, or twice the "
@@ -691,7 +705,7 @@ async def backfill(
             "rate_limited": report.rate_limited,
             "ready_series": sum(r.status == "ready" for r in results),
             "short_series": sum(r.status == "short" for r in results),
-            "stale_series": sum(r.status == "stale" for r in results),
+            "stale_series": sum((r.error or "").startswith("stale:") for r in results),
             "failed_series": sum(r.status == "failed" for r in results),
             "error": error,
         }

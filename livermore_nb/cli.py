@@ -136,13 +136,7 @@ def format_report(report: BackfillReport) -> str:
     """The per-series table and a one-line verdict, for people."""
     frame = report.to_frame()
     table = frame.fillna("—").to_string(index=False) if len(frame) else "(no series)"
-    verdict = "READY" if report.ready else "NOT READY"
-    counts = frame["status"].value_counts().to_dict() if len(frame) else {}
-    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-    line = (
-        f"{verdict}: {summary} in {report.duration_s:.1f}s, {report.requests} requests, "
-        f"{report.retries} retries, {report.rate_limited} rate-limited"
-    )
+    line = report.verdict()
     return f"{table}\n{line}" + (f"\nstopped early: {report.error}" if report.error else "")
 
 
