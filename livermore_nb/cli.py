@@ -101,6 +101,15 @@ def add_backfill_options(parser: argparse.ArgumentParser) -> None:
         help="seconds learnt API capabilities are trusted (0 = not kept); default: %(default)s",
     )
     parser.add_argument("--timeout", type=float, default=defaults.timeout_s, help="per request, s")
+    parser.add_argument(
+        "--deadline", type=float, default=defaults.deadline_s,
+        help="time budget of the whole run, s (0 = none; at the deadline: exit 3); "
+        "default: %(default)g",
+    )  # fmt: skip
+    parser.add_argument(
+        "--redis-timeout", type=float, default=defaults.redis_timeout_s,
+        help="longest wait for one Redis reply, s (a hung Redis: exit 4); default: %(default)g",
+    )  # fmt: skip
     parser.add_argument("--report", metavar="FILE.json", help="write the report JSON here")
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
 
@@ -136,6 +145,8 @@ def config_from_args(args: argparse.Namespace) -> BackfillConfig:
         timeout_s=args.timeout,
         state_prefix=args.state_prefix,
         api_ttl=args.api_ttl,
+        deadline_s=args.deadline,
+        redis_timeout_s=args.redis_timeout,
     )
 
 
@@ -143,13 +154,7 @@ def format_report(report: BackfillReport) -> str:
     """The per-series table and a one-line verdict, for people."""
     frame = report.to_frame()
     table = frame.fillna("—").to_string(index=False) if len(frame) else "(no series)"
-    verdict = "READY" if report.ready else "NOT READY"
-    counts = frame["status"].value_counts().to_dict() if len(frame) else {}
-    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-    line = (
-        f"{verdict}: {summary} in {report.duration_s:.1f}s, {report.requests} requests, "
-        f"{report.retries} retries, {report.rate_limited} rate-limited"
-    )
+    line = report.verdict()
     return f"{table}\n{line}" + (f"\nstopped early: {report.error}" if report.error else "")
 
 

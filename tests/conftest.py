@@ -115,9 +115,14 @@ def regime_env(ec_key: TestKey, emulator_regime: Emulator) -> dict[str, str]:
 
 
 class RedisServer:
-    """A private ``redis-server`` on a free port (AOF on), for tests that kill or restart it."""
+    """A private ``redis-server`` on a free port (AOF on), for tests that kill or restart it.
 
-    def __init__(self, directory: Path, password: str | None = None) -> None:
+    ``persist=False`` runs it without AOF or snapshots: a restart comes back empty.
+    """
+
+    def __init__(
+        self, directory: Path, password: str | None = None, *, persist: bool = True
+    ) -> None:
         import socket
 
         with socket.socket() as sock:
@@ -125,6 +130,7 @@ class RedisServer:
             self.port = sock.getsockname()[1]
         self.directory = directory
         self.password = password
+        self.persist = persist
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -136,8 +142,8 @@ class RedisServer:
     def start(self) -> RedisServer:
         """Start (or restart, reloading the AOF) and wait until it answers PING."""
         args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
-        args += ["--dir", str(self.directory), "--save", "", "--appendonly", "yes"]
-        args += ["--appendfsync", "always"]
+        args += ["--dir", str(self.directory), "--save", ""]
+        args += ["--appendonly", "yes", "--appendfsync", "always"] if self.persist else []
         args += ["--requirepass", self.password] if self.password else []
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
