@@ -44,6 +44,8 @@ NOTEBOOK_PARAMETERS: tuple[str, ...] = (
     "timeout_s",
     "deadline_s",
     "redis_timeout_s",
+    "state_prefix",
+    "api_ttl",
 )
 """BackfillConfig fields the notebook's ``parameters`` cell takes under the same names."""
 
