@@ -369,11 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_backfill_options(backfill_parser)
     backfill_parser.set_defaults(func=cmd_backfill)
-    plan_parser = sub.add_parser(
-        "plan",
-        help="show per series what a backfill would fetch and the requests it takes",
-        epilog=SECRETS_NOTE,
-    )
+    plan_parser = sub.add_parser("plan", help="what a backfill would send, per series and in all")
     add_backfill_options(plan_parser)
     plan_parser.set_defaults(func=cmd_plan)
     startup_parser = sub.add_parser(
