@@ -204,7 +204,8 @@ async def warm_restart(
         clock=lambda: time.time() - lag - downtime_s,
     )
     if not filled.ready:
-        raise RuntimeError(f"warm-restart pre-fill failed: {filled.error}")
+        bad = [f"{s.symbol} {s.timeframe}: {s.error}" for s in filled.series if s.status != "ready"]
+        raise RuntimeError(f"warm-restart pre-fill failed: {filled.error or '; '.join(bad[:5])}")
     emulator.reset()
     report = await timed_backfill(
         workload.config(store.url), client_env(emulator.url, key), clock=lambda: time.time() - lag
