@@ -23,7 +23,7 @@ def test_plan_shows_what_the_backfill_then_sends(
 ):
     env = key_env(ec_key, no_four_hour.url)
     common = ["--symbols", "SOL-USD,ADA-USD", "--redis-url", redis_url, "--full"]
-    common += ["--key-template", key_template, "--state-prefix", key_template.split(":")[1]]
+    common += ["--key-template", key_template, "--state-prefix", key_template.split(":candles:")[0]]
     before = run_cli(["plan", *common, "--log-format", "json"], env)
     assert before.returncode == 0, before.stderr
     assumed = json.loads(before.stdout)
