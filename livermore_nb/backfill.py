@@ -36,7 +36,7 @@ from .errors import (
 )
 from .ratelimit import Pacer, RequestStats, RetryPolicy
 from .store import DEFAULT_KEY_TEMPLATE, CandleStore, SeriesInfo, check_key_template, connect
-from .timeframes import DEFAULT_TIMEFRAMES, Timeframe, get_timeframe, parse_timeframes
+from .timeframes import DEFAULT_TIMEFRAMES, ISO_UTC, Timeframe, get_timeframe, parse_timeframes
 
 PRIVATE_RATE = 25.0
 PUBLIC_RATE = 8.0
@@ -341,7 +341,7 @@ def _iso(ms: int | None) -> str | None:
     """Milliseconds since epoch as an ISO-8601 UTC string."""
     if ms is None:
         return None
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime(ISO_UTC)
 
 
 NOT_STARTED = "not started"

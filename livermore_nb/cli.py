@@ -47,13 +47,21 @@ def read_symbols_file(path: str) -> str:
     return symbols
 
 
-def add_series_options(parser: argparse.ArgumentParser) -> None:
-    """--symbols/--symbols-file, --timeframes and --redis-url (shared by most commands)."""
+def add_series_options(parser: argparse.ArgumentParser, *, listing: bool = False) -> None:
+    """--symbols/--symbols-file, --timeframes and --redis-url (shared by most commands).
+
+    ``listing``: no symbols means every cached series, no timeframes all cached ones.
+    """
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--symbols", help="comma-separated product ids, e.g. BTC-USD,ETH-USD")
     group.add_argument("--symbols-file", metavar="FILE", help="file of product ids")
+    five = ",".join(DEFAULT_TIMEFRAMES)
     parser.add_argument(
-        "--timeframes", default=",".join(DEFAULT_TIMEFRAMES), help="default: %(default)s"
+        "--timeframes",
+        default=None if listing else five,
+        help=f"default: every cached one (with --symbols: {five})"
+        if listing
+        else "default: %(default)s",
     )
     parser.add_argument(
         "--redis-url", metavar="URL", help="default: $REDIS_URL, else an embedded Redis"
@@ -253,22 +261,44 @@ def cmd_startup(args: argparse.Namespace) -> int:
 
 
 def add_coverage_options(parser: argparse.ArgumentParser) -> None:
-    """Options of ``coverage``: the series, the target and the output format."""
-    add_series_options(parser)
+    """Options of ``coverage``: the series, the target, the health check and the output format."""
+    add_series_options(parser, listing=True)
+    defaults = BackfillConfig(symbols=("BTC-USD",))
     parser.add_argument("--target", type=int, default=300, help="candles wanted per series")
     parser.add_argument(
         "--stale-periods", type=float, default=2.0, help="stale after this many closed periods"
     )
     parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 3 when a series is short (< --min-candles), stale, or nothing is cached",
+    )
+    parser.add_argument(
+        "--min-candles", type=int, default=defaults.min_candles, help="--check's gate"
+    )
+
+
+def check_coverage(frame: Any, min_candles: int) -> int:
+    """``coverage --check``: one stderr line per failing series; exit 3 if any, else 0."""
+    from .coverage import check_problems
+
+    problems = check_problems(frame, min_candles) if len(frame) else ["no series cached"]
+    for problem in problems:
+        print(f"check: {problem}", file=sys.stderr)
+    verdict = f"{len(problems)} problem(s)" if problems else "ok"
+    print(f"check: {verdict} in {len(frame)} series", file=sys.stderr)
+    return EXIT_NOT_READY if problems else EXIT_OK
 
 
 def cmd_coverage(args: argparse.Namespace) -> int:
-    """``livermore-nb coverage``: print what Redis holds per series."""
-    from .coverage import coverage, serializable
+    """``livermore-nb coverage``: print what Redis holds per series (all cached ones by default)."""
+    from .coverage import coverage, readable, serializable
 
+    listing = not (args.symbols or args.symbols_file)
     frame = coverage(
         args.redis_url,
-        symbols_from_args(args),
+        None if listing else symbols_from_args(args),
         args.timeframes,
         key_template=args.key_template,
         user_id=args.user_id,
@@ -280,9 +310,11 @@ def cmd_coverage(args: argparse.Namespace) -> int:
         print(serializable(frame).to_json(orient="records", indent=2))
     elif args.format == "csv":
         print(serializable(frame).to_csv(index=False), end="")
+    elif len(frame):
+        print(readable(frame).to_string(index=False, na_rep="—"))
     else:
-        print(frame.assign(age=frame["age"].dt.round("s")).to_string(index=False, na_rep="—"))
-    return EXIT_OK
+        print("(no series)")
+    return check_coverage(frame, args.min_candles) if args.check else EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:

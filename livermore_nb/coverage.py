@@ -24,14 +24,19 @@ from .store import (
     check_key_template,
     connect_sync,
     format_key,
+    key_parser,
+    key_pattern,
     read_frames_sync,
+    scan_keys,
 )
-from .timeframes import TIMEFRAMES, parse_timeframes
+from .timeframes import DEFAULT_TIMEFRAMES, ISO_UTC, TIMEFRAMES, parse_timeframes
 
 __all__ = [
     "COVERAGE_COLUMNS",
     "GAP_COLUMNS",
     "WARMUP_COLUMNS",
+    "cached_series",
+    "check_problems",
     "coverage",
     "load_series",
     "serializable",
@@ -92,22 +97,54 @@ def _utc(now: pd.Timestamp | datetime | float | None) -> pd.Timestamp:
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
+def cached_series(
+    redis: redis_py.Redis | str | None,
+    timeframes: str | Sequence[str] | None = None,
+    *,
+    key_template: str = DEFAULT_KEY_TEMPLATE,
+    user_id: int = 1,
+    exchange_id: int = 1,
+) -> list[Series]:
+    """Every series Redis holds under ``key_template`` (SCAN, never KEYS), by symbol then period.
+
+    Keys that match the template's glob but not its fields (another tool's data
+    under the same prefix) are skipped; ``timeframes`` (None = all) narrows the list.
+    """
+    parse = key_parser(key_template, user_id=user_id, exchange_id=exchange_id)
+    pattern = key_pattern(key_template, user_id=user_id, exchange_id=exchange_id)
+    wanted = None if timeframes is None else {tf.name for tf in parse_timeframes(timeframes)}
+    with _client(redis) as client:
+        keys = scan_keys(client, pattern)
+    found = {pair for key in keys if (pair := parse(key)) and (wanted is None or pair[1] in wanted)}
+    return sorted(found, key=lambda pair: (pair[0], TIMEFRAMES[pair[1]].seconds))
+
+
 def load_series(
     redis: redis_py.Redis | str | None,
-    symbols: str | Sequence[str],
-    timeframes: str | Sequence[str],
+    symbols: str | Sequence[str] | None = None,
+    timeframes: str | Sequence[str] | None = None,
     *,
     key_template: str = DEFAULT_KEY_TEMPLATE,
     user_id: int = 1,
     exchange_id: int = 1,
 ) -> dict[Series, pd.DataFrame]:
-    """Every series of ``symbols`` × ``timeframes`` as analysis frames (empty when absent)."""
+    """Every series of ``symbols`` × ``timeframes`` as analysis frames (empty when absent).
+
+    ``symbols=None`` reads every series the cache holds (:func:`cached_series`);
+    ``timeframes=None`` then means all of them, and with symbols the default five.
+    """
     check_key_template(key_template)
-    pairs = [(s, tf.name) for s in parse_symbols(symbols) for tf in parse_timeframes(timeframes)]
-    keys = [
-        format_key(key_template, s, tf, user_id=user_id, exchange_id=exchange_id) for s, tf in pairs
-    ]
+    ids = {"key_template": key_template, "user_id": user_id, "exchange_id": exchange_id}
     with _client(redis) as client:
+        if symbols is None:
+            pairs = cached_series(client, timeframes, **ids)
+        else:
+            tfs = parse_timeframes(DEFAULT_TIMEFRAMES if timeframes is None else timeframes)
+            pairs = [(s, tf.name) for s in parse_symbols(symbols) for tf in tfs]
+        keys = [
+            format_key(key_template, s, tf, user_id=user_id, exchange_id=exchange_id)
+            for s, tf in pairs
+        ]
         frames = read_frames_sync(client, keys)
     return dict(zip(pairs, frames, strict=True))
 
@@ -174,8 +211,8 @@ def summarize(
 
 def coverage(
     redis: redis_py.Redis | str | None,
-    symbols: str | Sequence[str],
-    timeframes: str | Sequence[str],
+    symbols: str | Sequence[str] | None = None,
+    timeframes: str | Sequence[str] | None = None,
     *,
     key_template: str = DEFAULT_KEY_TEMPLATE,
     user_id: int = 1,
@@ -184,7 +221,10 @@ def coverage(
     now: pd.Timestamp | datetime | float | None = None,
     stale_periods: float = 2.0,
 ) -> pd.DataFrame:
-    """What Redis holds for each series now (see :func:`summarize` for the columns)."""
+    """What Redis holds for each series now (see :func:`summarize` for the columns).
+
+    Without ``symbols``, every series the cache holds (see :func:`load_series`).
+    """
     frames = load_series(
         redis, symbols, timeframes, key_template=key_template, user_id=user_id,
         exchange_id=exchange_id,
@@ -194,10 +234,29 @@ def coverage(
 
 def serializable(cov: pd.DataFrame) -> pd.DataFrame:
     """The coverage frame with ISO-8601 UTC times and ``age_s`` in seconds, for JSON and CSV."""
-    out = cov.drop(columns="age").assign(age_s=cov["age"].dt.total_seconds().round(3))
-    for column in ("first", "last"):
-        out[column] = cov[column].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return out
+    age_s = cov["age"].dt.total_seconds().round(3)
+    return cov.drop(columns="age").assign(**_iso_times(cov), age_s=age_s)
+
+
+def readable(cov: pd.DataFrame) -> pd.DataFrame:
+    """The coverage frame for a terminal: ISO-8601 UTC times (as in JSON, CSV and the report)."""
+    return cov.assign(**_iso_times(cov), age=cov["age"].dt.round("s"))
+
+
+def _iso_times(cov: pd.DataFrame) -> dict[str, pd.Series]:
+    """``first`` and ``last`` in the one date style (:data:`~livermore_nb.timeframes.ISO_UTC`)."""
+    return {column: cov[column].dt.strftime(ISO_UTC) for column in ("first", "last")}
+
+
+def check_problems(cov: pd.DataFrame, min_candles: int) -> list[str]:
+    """Why each series fails a health check: fewer than ``min_candles`` candles, or stale."""
+    problems = []
+    for row in cov.itertuples(index=False):
+        reasons = [f"{row.candles} < {min_candles} candles"] if row.candles < min_candles else []
+        reasons += ["stale"] if row.stale else []
+        if reasons:
+            problems.append(f"{row.symbol} {row.timeframe}: {', '.join(reasons)}")
+    return problems
 
 
 def _warmup_row(frame: pd.DataFrame, min_candles: int, tolerance: float) -> dict[str, object]:
