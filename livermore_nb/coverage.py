@@ -134,10 +134,12 @@ def load_series(
     ``timeframes=None`` then means all of them, and with symbols the default five.
     """
     check_key_template(key_template)
-    ids = {"key_template": key_template, "user_id": user_id, "exchange_id": exchange_id}
     with _client(redis) as client:
         if symbols is None:
-            pairs = cached_series(client, timeframes, **ids)
+            pairs = cached_series(
+                client, timeframes, key_template=key_template, user_id=user_id,
+                exchange_id=exchange_id,
+            )  # fmt: skip
         else:
             tfs = parse_timeframes(DEFAULT_TIMEFRAMES if timeframes is None else timeframes)
             pairs = [(s, tf.name) for s in parse_symbols(symbols) for tf in tfs]
