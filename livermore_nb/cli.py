@@ -17,7 +17,7 @@ import signal
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +94,11 @@ def add_backfill_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=defaults.timeout_s, help="per request, s")
     parser.add_argument("--report", metavar="FILE.json", help="write the report JSON here")
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
+    parser.add_argument(
+        "--config",
+        metavar="FILE.toml",
+        help="options from a TOML file (names as these flags, with underscores); flags win",
+    )
 
 
 def symbols_from_args(args: argparse.Namespace) -> tuple[str, ...]:
@@ -317,8 +322,18 @@ def cmd_coverage(args: argparse.Namespace) -> int:
     return check_coverage(frame, args.min_candles) if args.check else EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every subcommand attached."""
+def apply_config_file(args: argparse.Namespace, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse again with ``--config``'s values as defaults, so the flags given override them."""
+    if not getattr(args, "config", None):
+        return args
+    from .config import merge_options, read_config
+
+    given = {k: v for k in ("symbols", "symbols_file") if (v := getattr(args, k))}
+    return build_parser(merge_options(read_config(args.config), given)).parse_args(argv)
+
+
+def build_parser(config_defaults: Mapping[str, Any] | None = None) -> argparse.ArgumentParser:
+    """The argument parser with every subcommand attached (backfill options from a config file)."""
     parser = argparse.ArgumentParser(
         prog="livermore-nb",
         description="Warm a Redis candle cache from Coinbase and gate startup on it.",
@@ -330,14 +345,14 @@ def build_parser() -> argparse.ArgumentParser:
         "backfill", help="fetch candle history into Redis", epilog=SECRETS_NOTE
     )
     add_backfill_options(backfill_parser)
-    backfill_parser.set_defaults(func=cmd_backfill)
+    backfill_parser.set_defaults(func=cmd_backfill, **(config_defaults or {}))
     startup_parser = sub.add_parser(
         "startup",
         help="run the backfill notebook headlessly, then COMMAND if the cache is ready",
         epilog=SECRETS_NOTE,
     )
     add_startup_options(startup_parser)
-    startup_parser.set_defaults(func=cmd_startup)
+    startup_parser.set_defaults(func=cmd_startup, **(config_defaults or {}))
     coverage_parser = sub.add_parser("coverage", help="what Redis holds per series")
     add_coverage_options(coverage_parser)
     coverage_parser.set_defaults(func=cmd_coverage)
@@ -352,6 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        args = apply_config_file(args, argv)
         return int(args.func(args))
     except LivermoreError as exc:
         print(f"livermore-nb: error: {exc}", file=sys.stderr)
