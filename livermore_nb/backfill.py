@@ -34,6 +34,7 @@ from .errors import (
     StoreError,
     UpstreamError,
 )
+from .products import hints, list_products, syntax_guess
 from .ratelimit import Pacer, RequestStats, RetryPolicy
 from .store import DEFAULT_KEY_TEMPLATE, CandleStore, SeriesInfo, check_key_template, connect
 from .timeframes import DEFAULT_TIMEFRAMES, ISO_UTC, Timeframe, get_timeframe, parse_timeframes
@@ -56,7 +57,9 @@ def parse_symbols(symbols: str | Sequence[str]) -> tuple[str, ...]:
         raise ConfigError("no symbols given")
     for symbol in cleaned:
         if not SYMBOL_RE.match(symbol):
-            raise ConfigError(f"malformed symbol {symbol!r} (expected a product id like BTC-USD)")
+            guess = syntax_guess(symbol)
+            hint = f"did you mean {guess}?" if guess and SYMBOL_RE.match(guess) else "like BTC-USD"
+            raise ConfigError(f"malformed symbol {symbol!r} (expected a product id; {hint})")
     return tuple(dict.fromkeys(cleaned))
 
 
@@ -583,6 +586,8 @@ async def backfill(
             run = _Run(config, client, store, infos, emit, clock)
             with _fewer_collections():
                 error, code = await _run_workers(run, tasks, config.concurrency, stop)
+            if run.unknown and error is None:
+                await _explain_unknown(run)
     finally:
         await store.client.aclose()
     results = list(run.results.values())
@@ -611,6 +616,23 @@ async def backfill(
         }
     )
     return report
+
+
+async def _explain_unknown(run: _Run) -> None:
+    """Add "did you mean" to the errors of products the API 404'd: one products request.
+
+    Asked only after a 404, so a run whose symbols all exist sends no extra
+    request; the request is paced and counted like any other. If it fails, the
+    404s stand as they are.
+    """
+    try:
+        listed = await list_products(run.client)
+    except UpstreamError:
+        return
+    texts = hints(run.unknown, listed)
+    for key, result in run.results.items():
+        if result.symbol in texts:
+            run.results[key] = replace(result, error=f"{result.error}; {texts[result.symbol]}")
 
 
 async def _run_workers(

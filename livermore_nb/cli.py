@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import json
 import os
 import signal
 import sys
 import tempfile
+import textwrap
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,7 +25,16 @@ from typing import Any
 
 from . import __version__
 from .backfill import BackfillConfig, BackfillReport, backfill, parse_symbols
-from .errors import EXIT_NOT_READY, EXIT_OK, ConfigError, LivermoreError
+from .errors import (
+    EXIT_AUTH,
+    EXIT_COMMAND_NOT_FOUND,
+    EXIT_NOT_READY,
+    EXIT_OK,
+    EXIT_REDIS,
+    EXIT_USAGE,
+    ConfigError,
+    LivermoreError,
+)
 from .progress import BarSink, LogSink, fan_out
 from .startup import write_report
 from .store import DEFAULT_KEY_TEMPLATE
@@ -33,6 +44,64 @@ SECRETS_NOTE = (
     "Secrets come only from the environment: COINBASE_API_KEY_NAME with "
     "COINBASE_API_PRIVATE_KEY or COINBASE_API_PRIVATE_KEY_FILE (no key: public endpoint)."
 )
+
+EXIT_CODES_NOTE = f"""exit codes:
+  {EXIT_OK}    every series reached --min-candles (coverage --check: none short or stale)
+  {EXIT_USAGE}    usage or configuration error: nothing was sent or written
+  {EXIT_NOT_READY}    some series short or failed, or the run was interrupted (SIGINT/SIGTERM);
+       coverage --check: a series is short or stale, or nothing is cached
+  {EXIT_REDIS}    Redis unreachable
+  {EXIT_AUTH}    Coinbase rejected the API key
+  {EXIT_COMMAND_NOT_FOUND}  startup: COMMAND cannot be executed"""
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every option's default in its help, also where it has no help text; epilogs as written.
+
+    Nothing is added where the help already names the default, where there is
+    none (None), or for an off switch and an empty repeatable option.
+    """
+
+    def _format_action(self, action: argparse.Action) -> str:
+        """Format ``action``, giving a help line to an option that has a default but no help."""
+        if action.help is None and action.option_strings and self._shows_default(action):
+            action = copy.copy(action)
+            action.help = "default: %(default)s"
+        return super()._format_action(action)
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        """The help with ``(default: …)`` appended where a default exists and is not yet named."""
+        if not self._shows_default(action) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+    @staticmethod
+    def _shows_default(action: argparse.Action) -> bool:
+        """True when the default says something (not None, an off switch, or empty)."""
+        default = action.default
+        return not (
+            default is None or default is False or default == [] or default == argparse.SUPPRESS
+        )
+
+
+def emulator_note() -> str:
+    """The emulator's limits and products, for ``livermore-nb emulator --help``."""
+    from .emulator import DEFAULT_SYNTHETIC, Emulator, EmulatorConfig
+
+    defaults = EmulatorConfig()
+    recorded = [p for p in Emulator(defaults).products() if p not in DEFAULT_SYNTHETIC]
+    limits = (
+        f"limits, as Coinbase's: at most {defaults.max_candles} buckets per request (HTTP 400 "
+        f"beyond); 429 with Retry-After: {defaults.retry_after_s:g} past --rate-limit (per key) or "
+        f"--public-rate-limit (per IP); JWTs live at most {defaults.jwt_max_lifetime_s:g} s, "
+        f"{defaults.jwt_leeway_s:g} s clock leeway."
+    )
+    products = (
+        f"products: {', '.join(recorded)} recorded (real 1-minute candles, shifted so the newest "
+        f"is now); {', '.join(DEFAULT_SYNTHETIC)} synthetic; any SYN<digits>-USD on demand. "
+        "Listed at GET /api/v3/brokerage/market/products."
+    )
+    return "\n\n".join(textwrap.fill(text, 79) for text in (limits, products))
 
 
 def read_symbols_file(path: str) -> str:
@@ -322,6 +391,38 @@ def cmd_coverage(args: argparse.Namespace) -> int:
     return check_coverage(frame, args.min_candles) if args.check else EXIT_OK
 
 
+def add_products_options(parser: argparse.ArgumentParser) -> None:
+    """Options of ``products``: where to ask, which quote currency, the output format."""
+    parser.add_argument("--api-url", metavar="URL", help="default: $COINBASE_API_URL or Coinbase")
+    parser.add_argument("--quote", metavar="CURRENCY", help="only products quoted in it, e.g. USD")
+    parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds")
+
+
+def cmd_products(args: argparse.Namespace) -> int:
+    """``livermore-nb products``: list the products the API serves (one public request)."""
+    import dataclasses
+
+    import pandas as pd
+
+    from .backfill import PUBLIC_RATE
+    from .coinbase import DEFAULT_API_URL
+    from .products import Product, fetch_products
+
+    api_url = args.api_url or os.environ.get("COINBASE_API_URL") or DEFAULT_API_URL
+    listed = asyncio.run(fetch_products(api_url, rate=PUBLIC_RATE, timeout_s=args.timeout))
+    rows = [dataclasses.asdict(p) for p in listed if args.quote in (None, p.quote)]
+    frame = pd.DataFrame(rows, columns=[f.name for f in dataclasses.fields(Product)])
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+    elif args.format == "csv":
+        print(frame.to_csv(index=False), end="")
+    else:
+        print(frame.to_string(index=False) if rows else "(no products)")
+        print(f"{len(rows)} products at {api_url}", file=sys.stderr)
+    return EXIT_OK
+
+
 def apply_config_file(args: argparse.Namespace, argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse again with ``--config``'s values as defaults, so the flags given override them."""
     if not getattr(args, "config", None):
@@ -334,29 +435,44 @@ def apply_config_file(args: argparse.Namespace, argv: Sequence[str] | None) -> a
 
 def build_parser(config_defaults: Mapping[str, Any] | None = None) -> argparse.ArgumentParser:
     """The argument parser with every subcommand attached (backfill options from a config file)."""
+    notes = f"{EXIT_CODES_NOTE}\n\n{textwrap.fill(SECRETS_NOTE, 79)}"
     parser = argparse.ArgumentParser(
         prog="livermore-nb",
         description="Warm a Redis candle cache from Coinbase and gate startup on it.",
-        epilog=SECRETS_NOTE,
+        epilog=notes,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     backfill_parser = sub.add_parser(
-        "backfill", help="fetch candle history into Redis", epilog=SECRETS_NOTE
-    )
+        "backfill", help="fetch candle history into Redis", epilog=notes,
+        formatter_class=HelpFormatter,
+    )  # fmt: skip
     add_backfill_options(backfill_parser)
     backfill_parser.set_defaults(func=cmd_backfill, **(config_defaults or {}))
     startup_parser = sub.add_parser(
         "startup",
         help="run the backfill notebook headlessly, then COMMAND if the cache is ready",
-        epilog=SECRETS_NOTE,
+        epilog=notes,
+        formatter_class=HelpFormatter,
     )
     add_startup_options(startup_parser)
     startup_parser.set_defaults(func=cmd_startup, **(config_defaults or {}))
-    coverage_parser = sub.add_parser("coverage", help="what Redis holds per series")
+    coverage_parser = sub.add_parser(
+        "coverage", help="what Redis holds per series (every cached one by default)",
+        epilog=EXIT_CODES_NOTE, formatter_class=HelpFormatter,
+    )  # fmt: skip
     add_coverage_options(coverage_parser)
     coverage_parser.set_defaults(func=cmd_coverage)
-    emulator_parser = sub.add_parser("emulator", help="serve a local Coinbase candles API")
+    products_parser = sub.add_parser(
+        "products", help="list the products the API serves", formatter_class=HelpFormatter
+    )
+    add_products_options(products_parser)
+    products_parser.set_defaults(func=cmd_products)
+    emulator_parser = sub.add_parser(
+        "emulator", help="serve a local Coinbase candles API", epilog=emulator_note(),
+        formatter_class=HelpFormatter,
+    )  # fmt: skip
     add_emulator_options(emulator_parser)
     emulator_parser.set_defaults(func=cmd_emulator)
     return parser

@@ -255,13 +255,30 @@ class CoinbaseClient:
         """Send one request (after the pacer's slot) and translate whatever comes back."""
         if tf.granularity is None:
             raise ConfigError(f"Coinbase has no {tf.name} granularity; fetch {tf.source}")
-        path = self._path_prefix + (PRIVATE_PATH if self._credentials else PUBLIC_PATH).format(
+        path = (PRIVATE_PATH if self._credentials else PUBLIC_PATH).format(
             product=quote(product, safe="")
         )
         params = {"start": str(page.start_s), "end": str(page.end_s), "granularity": tf.granularity}
+        body = await self._send(path, params, f"{product} {tf.name}", signed=True)
+        return self._parse(body, tf, page)
+
+    async def public_json(self, path: str, what: str) -> Any:
+        """GET a public endpoint's JSON, paced, retried and counted like a candles page."""
+        async for attempt in retrying(self._retry, self.stats):
+            with attempt:
+                body = await self._send(path, {}, what, signed=False)
+                try:
+                    return orjson.loads(body)
+                except ValueError:
+                    raise MalformedResponse(f"{what}: body is not JSON: {body[:80]!r}") from None
+        raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    async def _send(self, path: str, params: dict[str, str], what: str, *, signed: bool) -> bytes:
+        """One request after the pacer's slot (a JWT when ``signed`` and keyed); the 200 body."""
+        path = self._path_prefix + path
         await self._pacer.acquire()
         headers = {}
-        if self._credentials is not None:
+        if signed and self._credentials is not None:
             token = build_jwt(self._credentials, "GET", self._host, path, self._clock())
             headers["Authorization"] = f"Bearer {token}"
         self.stats.requests += 1
@@ -272,15 +289,15 @@ class CoinbaseClient:
                 body = await resp.read()
                 status, retry_after = resp.status, resp.headers.get("Retry-After")
         except TimeoutError:
-            raise TransportError(f"{product} {tf.name}: request timed out") from None
+            raise TransportError(f"{what}: request timed out") from None
         except aiohttp.ClientError as exc:
-            raise TransportError(f"{product} {tf.name}: {type(exc).__name__}: {exc}") from None
+            raise TransportError(f"{what}: {type(exc).__name__}: {exc}") from None
         if status != 200:
             error = error_for_status(status, _error_detail(body), _retry_after(retry_after))
             if isinstance(error, RateLimited):
                 on_rate_limited(error, self._pacer, self._retry, self.stats)
             raise error
-        return self._parse(body, tf, page)
+        return body
 
     @staticmethod
     def _parse(body: bytes, tf: Timeframe, page: Page) -> list[Candle]:
