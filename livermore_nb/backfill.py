@@ -91,6 +91,7 @@ class BackfillConfig:
     """Bound on pages per series when paging back through an illiquid product's gaps."""
     timeout_s: float = 10.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    """Tries per request, backoff and the 429 cool-down."""
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -271,13 +272,21 @@ class SeriesResult:
     """How one series ended: candles now in Redis, first/last open time, status."""
 
     symbol: str
+    """Product id, e.g. ``BTC-USD``."""
     timeframe: str
+    """Timeframe name, e.g. ``5m`` or ``4h``."""
     candles: int = 0
+    """Candles the series holds in Redis after the run (count)."""
     first: str | None = None
+    """Open time of its oldest candle in Redis, ISO-8601 UTC (``2024-04-04T00:00:00Z``)."""
     last: str | None = None
+    """Open time of its newest candle in Redis, ISO-8601 UTC; null for both when empty."""
     status: str = "failed"
+    """``ready`` (≥ ``min_candles``), ``short`` (fewer) or ``failed`` (see ``error``)."""
     error: str | None = None
+    """Why the series is short or failed ("did you mean" for unknown products); null if ready."""
     fetched: int = 0
+    """Candles this run wrote to the series (count; 0 when it was already current)."""
 
 
 @dataclass
@@ -285,11 +294,17 @@ class BackfillReport:
     """The outcome of a backfill: the readiness gate, counters, and one row per series."""
 
     ready: bool
+    """The readiness gate: every series ``ready`` and the run not stopped early."""
     duration_s: float
+    """Wall time of the run (seconds)."""
     requests: int
+    """HTTP requests sent, retries and a products list included (count)."""
     retries: int
+    """Requests that were retries after a 429, 5xx, timeout or malformed body (count)."""
     rate_limited: int
+    """Answers that were HTTP 429 (count)."""
     series: list[SeriesResult]
+    """One entry per (symbol, timeframe), in plan order."""
     error: str | None = None
     """Why the run stopped early (authentication, Redis, interruption), if it did."""
     fatal_exit_code: int | None = None

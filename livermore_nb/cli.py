@@ -130,14 +130,18 @@ def add_series_options(parser: argparse.ArgumentParser, *, listing: bool = False
         default=None if listing else five,
         help=f"default: every cached one (with --symbols: {five})"
         if listing
-        else "default: %(default)s",
+        else "timeframes to fill; default: %(default)s",
     )
     parser.add_argument(
         "--redis-url", metavar="URL", help="default: $REDIS_URL, else an embedded Redis"
     )
-    parser.add_argument("--key-template", default=DEFAULT_KEY_TEMPLATE, help="default: %(default)s")
-    parser.add_argument("--user-id", type=int, default=1)
-    parser.add_argument("--exchange-id", type=int, default=1)
+    parser.add_argument(
+        "--key-template", default=DEFAULT_KEY_TEMPLATE, help="Redis key of each series"
+    )
+    parser.add_argument("--user-id", type=int, default=1, help="{user_id} in the key template")
+    parser.add_argument(
+        "--exchange-id", type=int, default=1, help="{exchange_id} in the key template"
+    )
 
 
 def add_backfill_options(parser: argparse.ArgumentParser) -> None:
@@ -151,18 +155,29 @@ def add_backfill_options(parser: argparse.ArgumentParser) -> None:
         "--min-candles", type=int, default=defaults.min_candles, help="gate; default: %(default)s"
     )
     parser.add_argument("--rate", type=float, help="requests/s; default 25 with a key, 8 without")
-    parser.add_argument("--concurrency", type=int, default=defaults.concurrency)
+    parser.add_argument(
+        "--concurrency", type=int, default=defaults.concurrency, help="series fetched at once"
+    )
     parser.add_argument("--api-url", metavar="URL", help="default: $COINBASE_API_URL or Coinbase")
-    parser.add_argument("--keep", type=int, default=defaults.keep, help="default: %(default)s")
+    parser.add_argument(
+        "--keep", type=int, default=defaults.keep, help="newest members kept per series, 0 = all"
+    )
     parser.add_argument(
         "--ttl", type=int, default=defaults.ttl, help="seconds, 0 = none; default: %(default)s"
     )
     parser.add_argument("--include-open", action="store_true", help="also write the open candle")
     parser.add_argument("--full", action="store_true", help="refetch series already in Redis")
-    parser.add_argument("--page-size", type=int, default=defaults.page_size)
+    parser.add_argument(
+        "--page-size", type=int, default=defaults.page_size, help="buckets per request, ≤ 350"
+    )
     parser.add_argument("--timeout", type=float, default=defaults.timeout_s, help="per request, s")
     parser.add_argument("--report", metavar="FILE.json", help="write the report JSON here")
-    parser.add_argument("--log-format", choices=("text", "json"), default="text")
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="progress events as text lines or one JSON object per line",
+    )
     parser.add_argument(
         "--config",
         metavar="FILE.toml",

@@ -61,7 +61,28 @@ COVERAGE_COLUMNS: tuple[str, ...] = (
     "age",
     "stale",
 )
+"""Columns of :func:`coverage` and :func:`summarize`, one row per series:
+
+- ``symbol``: product id
+- ``timeframe``: timeframe name
+- ``candles``: candles Redis holds (count)
+- ``target``: candles wanted per series (``--target``, count)
+- ``first``: open time of the oldest candle (UTC timestamp; ISO-8601 in JSON/CSV)
+- ``last``: open time of the newest candle (UTC timestamp; ISO-8601 in JSON/CSV)
+- ``missing``: absent periods between first and last (count of periods)
+- ``largest_gap``: the longest run of absent periods (periods)
+- ``age``: time since the newest candle closed (Timedelta; ``age_s`` in seconds in JSON/CSV)
+- ``stale``: empty, or more than ``stale_periods`` periods closed since the newest candle
+"""
 GAP_COLUMNS: tuple[str, ...] = ("symbol", "timeframe", "start", "end", "missing")
+"""Columns of :func:`series_gaps`, one row per run of absent periods:
+
+- ``symbol``: product id
+- ``timeframe``: timeframe name
+- ``start``: open time of the first absent period (UTC timestamp)
+- ``end``: open time of the last absent period (UTC timestamp)
+- ``missing``: absent periods in the run (count of periods)
+"""
 WARMUP_COLUMNS: tuple[str, ...] = (
     "symbol",
     "timeframe",
@@ -74,6 +95,19 @@ WARMUP_COLUMNS: tuple[str, ...] = (
     "trustworthy",
     "reason",
 )
+"""Columns of :func:`warmup_table`, one row per series:
+
+- ``symbol``: product id
+- ``timeframe``: timeframe name
+- ``candles``: candles Redis holds (count)
+- ``macdv``: MACD-V at the newest candle (points)
+- ``signal``: its signal line at the newest candle (points)
+- ``stage``: MACD-V stage at the newest candle (see ``macdv.stages``)
+- ``checked_n``: N of the warmup check, ⌊candles / 2⌋ (count; empty below 30)
+- ``error``: MACD-V from the newest N candles minus from all, at the newest (points, absolute)
+- ``trustworthy``: holds ``min_candles`` and ``error`` is below the tolerance
+- ``reason``: why not trustworthy (empty when it is)
+"""
 
 
 @contextmanager
