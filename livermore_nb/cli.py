@@ -25,6 +25,7 @@ from typing import Any
 
 from . import __version__
 from .backfill import BackfillConfig, BackfillReport, backfill, parse_symbols
+from .emulator.config import DEFAULT_CONFIG as EMULATOR_DEFAULTS
 from .errors import (
     EXIT_AUTH,
     EXIT_COMMAND_NOT_FOUND,
@@ -86,13 +87,13 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
 def emulator_note() -> str:
     """The emulator's limits and products, for ``livermore-nb emulator --help``."""
-    from .emulator import DEFAULT_SYNTHETIC, Emulator, EmulatorConfig
+    from .emulator import DEFAULT_SYNTHETIC, Emulator
 
-    defaults = EmulatorConfig()
+    defaults = EMULATOR_DEFAULTS
     recorded = [p for p in Emulator(defaults).products() if p not in DEFAULT_SYNTHETIC]
     limits = (
-        f"limits, as Coinbase's: at most {defaults.max_candles} buckets per request (HTTP 400 "
-        f"beyond); 429 with Retry-After: {defaults.retry_after_s:g} past --rate-limit (per key) or "
+        f"limits, as Coinbase's: at most --max-buckets buckets per request (HTTP 400 beyond); "
+        f"429 with Retry-After: {defaults.retry_after_s:g} past --rate-limit (per key) or "
         f"--public-rate-limit (per IP); JWTs live at most {defaults.jwt_max_lifetime_s:g} s, "
         f"{defaults.jwt_leeway_s:g} s clock leeway."
     )
@@ -273,6 +274,20 @@ def add_emulator_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--malformed-rate", type=float, default=0, help="share of broken bodies")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--four-hour",
+        action=argparse.BooleanOptionalAction,
+        default=EMULATOR_DEFAULTS.four_hour,
+        help="serve the FOUR_HOUR granularity (today's API) or not (the older one); default: "
+        + ("--four-hour" if EMULATOR_DEFAULTS.four_hour else "--no-four-hour"),
+    )
+    parser.add_argument(
+        "--max-buckets",
+        type=int,
+        default=EMULATOR_DEFAULTS.max_buckets,
+        metavar="N",
+        help="most buckets per request, e.g. 350 (today) or 300 (older); default: %(default)s",
+    )
+    parser.add_argument(
         "--extend-history",
         action="store_true",
         help="serve a labelled synthetic walk before the recorded data (for 300 daily candles)",
@@ -304,6 +319,8 @@ def cmd_emulator(args: argparse.Namespace) -> int:
         latency_ms=args.latency_ms,
         seed=args.seed,
         extend_history=args.extend_history,
+        four_hour=args.four_hour,
+        max_buckets=args.max_buckets,
         keys=keys,
         **rates,
     )

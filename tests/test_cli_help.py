@@ -30,7 +30,7 @@ def help_of(command: str, capsys: pytest.CaptureFixture[str]) -> str:
 def entry(text: str, flag: str) -> str:
     """The help entry of one option: its line in the options list and the wrapped lines after."""
     lines = text.split("options:", 1)[1].splitlines()
-    start = next(i for i, line in enumerate(lines) if line.lstrip().startswith(f"{flag} "))
+    start = next(i for i, line in enumerate(lines) if re.match(rf"  {flag}[ ,]", line))
     rest = lines[start + 1 :]
     end = next((i for i, line in enumerate(rest) if re.match(r"  -", line) or not line), len(rest))
     return " ".join(" ".join([lines[start], *rest[:end]]).split())
@@ -49,8 +49,10 @@ def test_every_default_is_in_the_help(command: str, capsys: pytest.CaptureFixtur
         default = action.default
         if default is None or default is False or default == []:
             continue
-        line = entry(text, action.option_strings[-1])
-        assert re.search(rf"default:? {re.escape(str(default))}", line), line
+        line = entry(text, action.option_strings[0])
+        said = "%(default)" not in (action.help or "") and "default" in (action.help or "")
+        value = r"\S+" if said else re.escape(str(default))  # e.g. "default: --four-hour"
+        assert re.search(rf"default:? {value}", line), line
 
 
 @pytest.mark.parametrize("command", ["backfill", "startup", "coverage"])
@@ -63,7 +65,8 @@ def test_exit_codes_are_in_the_help(command: str, capsys: pytest.CaptureFixture[
 
 def test_the_emulator_help_names_its_limits_and_products(capsys: pytest.CaptureFixture[str]):
     text = help_of("emulator", capsys)
-    assert "at most 350 buckets per request" in text and "Retry-After: 1" in text
+    assert "at most --max-buckets buckets per request" in text and "Retry-After: 1" in text
+    assert "most buckets per request, e.g. 350 (today) or 300 (older); default: 350" in text
     assert "default: 30" in text and "default: 10" in text  # private / public rate limits
     for product in ("BTC-USD", "XTZ-USD", *DEFAULT_SYNTHETIC, "SYN<digits>-USD"):
         assert product in text
