@@ -88,6 +88,9 @@ def _checked(name: str, value: Any, action: argparse.Action, where: str) -> Any:
     elif action.type is float:
         ok, wanted = isinstance(value, int | float) and not isinstance(value, bool), "a number"
         value = float(value) if ok else value
+    elif action.type not in (None, str):  # a converter: argparse applies it to a text default
+        ok, wanted = isinstance(value, str | int | float) and not isinstance(value, bool), "a value"
+        value = str(value)
     else:
         ok, wanted = isinstance(value, str), "a string"
     if ok and action.choices is not None and value not in action.choices:

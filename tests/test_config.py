@@ -151,3 +151,14 @@ def test_backfill_runs_from_a_config_file(
     assert result.returncode == 0, result.stderr
     (series,) = json.loads((tmp_path / "report.json").read_text())["series"]
     assert (series["symbol"], series["timeframe"], series["candles"]) == ("SOL-USD", "1h", 120)
+
+
+def test_an_option_with_a_converter_gets_the_file_value_converted(tmp_path: Path) -> None:
+    import argparse
+
+    from livermore_nb.config import _checked
+
+    action = argparse.ArgumentParser().add_argument("--ratio", type=lambda v: float(v) / 100)
+    assert _checked("ratio", 50, action, "f.toml") == "50"  # argparse converts text defaults
+    with pytest.raises(ConfigError, match=r"ratio in f\.toml must be a value"):
+        _checked("ratio", True, action, "f.toml")
