@@ -123,3 +123,28 @@ async def test_a_run_of_known_products_asks_for_no_product_list(
 ) -> None:
     report = await backfill(config(redis_url, key_template, ("SOL-USD", "ETH-USD")), env=key_env)
     assert report.ready and report.requests == emulator.stats.total == 2
+
+
+async def test_without_a_products_list_the_404_stands_alone(redis_url: str, key_template: str):
+    from aiohttp import web
+
+    async def not_found(request: web.Request) -> web.Response:
+        body = {"error": "NOT_FOUND", "message": f"{request.path} not found"}
+        return web.json_response(body, status=404)
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", not_found)  # no product exists, and no products list
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        report = await backfill(
+            config(redis_url, key_template, ("BTC-USDD",)), env={"COINBASE_API_URL": url}
+        )
+    finally:
+        await runner.cleanup()
+    (series,) = report.series
+    assert series.status == "failed" and series.error.startswith("HTTP 404")
+    assert "did you mean" not in series.error and report.requests == 2
