@@ -20,9 +20,10 @@ every series on one source.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import reduce
+from math import gcd
 from typing import Protocol
 
 from .memory import Capabilities, HistoryStart
@@ -107,6 +108,8 @@ def clamp(tf: Timeframe, window: Window, history: HistoryStart | None) -> Window
 
 
 Span = tuple[int, int]
+Live = tuple[Timeframe, Window]
+"""A target with a window: a series that needs a request."""
 
 
 def fetch_span(source: Timeframe, windows: Sequence[Window], now: float) -> Span | None:
@@ -160,69 +163,74 @@ class Task:
         return Task(self.symbol, self.source, windows, fetch_span(self.source, live, now))
 
 
-def sources_for(tf: Timeframe, caps: Capabilities, include_open: bool) -> tuple[Timeframe, ...]:
-    """The sources that can build ``tf`` here, ``tf`` itself first when the API serves it."""
-    served = tuple(
-        s for s in tiling(tf) if caps.serves(s) and (s == tf or s.seconds >= DERIVE_FROM_S)
-    )
-    return served[:1] if include_open else served
+def group_source(
+    targets: Sequence[Timeframe], caps: Capabilities, include_open: bool
+) -> Timeframe | None:
+    """The cheapest source for ``targets`` together: the coarsest served one tiling them all.
 
-
-Cost = tuple[int, int]
-"""(pages, buckets) of a plan: requests first, then candles parsed."""
-
-
-@dataclass(frozen=True)
-class _Choice:
-    """One target on one source."""
-
-    tf: Timeframe
-    source: Timeframe
-    window: Window
-
-
-def _group_cost(source: Timeframe, windows: Sequence[Window], now: float, page: int) -> Cost:
-    """Pages and buckets of fetching ``source`` for ``windows``."""
-    span = fetch_span(source, windows, now)
-    if span is None:
-        return (0, 0)
-    return (count_pages(source, span, page), (span[1] - span[0]) // source.seconds)
-
-
-def cheapest(choices: Sequence[Sequence[_Choice]], now: float, page: int) -> list[_Choice]:
-    """The assignment (one choice per target) of least cost: branch and bound.
-
-    Adding a target to a source never lowers that source's cost, so a partial
-    assignment already as dear as the best complete one is abandoned.
+    Any coarser source spans the same time in fewer buckets, so no finer one can
+    cost less. One target: itself when served (4h without FOUR_HOUR: 2h). Nothing
+    finer than 5m builds another timeframe, and an open candle is built from
+    nothing but its own granularity's (``include_open``: no sharing).
     """
-    best: list[list[_Choice]] = []
-    best_cost: list[Cost] = [(math.inf, math.inf)]  # type: ignore[list-item]
-    groups: dict[str, list[Window]] = {}
-    picked: list[_Choice] = []
+    if len(targets) > 1 and include_open:
+        return None
+    common = reduce(gcd, (tf.seconds for tf in targets))
+    for source in tiling(targets[0]):
+        alone = len(targets) == 1 and source == targets[0]
+        if common % source.seconds == 0 and caps.serves(source):
+            return source if alone or source.seconds >= DERIVE_FROM_S else None
+    return None
 
-    def visit(i: int, pages: int, buckets: int) -> None:
-        if (pages, buckets) >= best_cost[0]:
-            return
-        if i == len(choices):
-            best[:] = [list(picked)]
-            best_cost[0] = (pages, buckets)
-            return
-        for choice in choices[i]:
-            name = choice.source.name
-            before = groups.get(name, [])
-            old = _group_cost(choice.source, before, now, page)
-            new = _group_cost(choice.source, [*before, choice.window], now, page)
-            groups[name] = [*before, choice.window]
-            picked.append(choice)
-            visit(i + 1, pages - old[0] + new[0], buckets - old[1] + new[1])
-            picked.pop()
-            if before:
-                groups[name] = before
-            else:
-                del groups[name]
 
-    visit(0, 0, 0)
-    return best[0] if best else []
+Cost = tuple[int, int, int]
+"""(pages, buckets, series aggregated) of a plan: requests, then parsing, then aggregation."""
+
+
+def _group_cost(source: Timeframe, members: Sequence[Live], now: float, page: int) -> Cost:
+    """Pages and buckets of fetching ``source`` for ``members``, and how many it aggregates."""
+    span = fetch_span(source, [w for _, w in members], now)
+    built = sum(tf != source for tf, _ in members)
+    if span is None:
+        return (0, 0, built)
+    return (count_pages(source, span, page), (span[1] - span[0]) // source.seconds, built)
+
+
+def cheapest(
+    live: Sequence[Live], now: float, caps: Capabilities, page: int, include_open: bool
+) -> list[tuple[Timeframe, list[Live]]]:
+    """The partition of ``live`` targets into shared fetches of least cost, exactly.
+
+    Each group is fetched from its :func:`group_source`; a dynamic programme over
+    the subsets of targets (3^n steps: 243 for 5 timeframes, 19,683 for all 9)
+    finds the cheapest partition; between equally many pages and buckets, the one
+    that aggregates fewer series (less CPU per candle) wins.
+    """
+    n = len(live)
+    groups: dict[int, tuple[Cost, Timeframe]] = {}
+    for mask in range(1, 1 << n):
+        members = [live[i] for i in range(n) if mask >> i & 1]
+        source = group_source([tf for tf, _ in members], caps, include_open)
+        if source is not None:
+            groups[mask] = (_group_cost(source, members, now, page), source)
+    best: dict[int, tuple[Cost, list[int]]] = {0: ((0, 0, 0), [])}
+    for mask in range(1, 1 << n):
+        low = mask & -mask
+        found: tuple[Cost, list[int]] | None = None
+        sub = mask
+        while sub:
+            if sub & low and sub in groups:
+                (pages, buckets, built), rest = groups[sub][0], best[mask ^ sub]
+                cost = (pages + rest[0][0], buckets + rest[0][1], built + rest[0][2])
+                if found is None or cost < found[0]:
+                    found = (cost, [sub, *rest[1]])
+            sub = (sub - 1) & mask
+        assert found is not None  # every single target has a source
+        best[mask] = found
+    return [
+        (groups[sub][1], [live[i] for i in range(n) if sub >> i & 1])
+        for sub in best[(1 << n) - 1][1]
+    ]
 
 
 def plan_symbol(
@@ -236,19 +244,11 @@ def plan_symbol(
     history: HistoryStart | None,
 ) -> list[Task]:
     """The cheapest tasks for one symbol's series (targets without a window cost nothing)."""
-    live = sorted(((tf, w) for tf, w in wanted if w is not None), key=lambda p: -p[0].seconds)
-    choices = [
-        [_Choice(tf, s, clamp(tf, w, history)) for s in sources_for(tf, caps, include_open)]
-        for tf, w in live
-    ]
-    by_source: dict[str, list[_Choice]] = {}
-    for choice in cheapest(choices, now, page_buckets):
-        by_source.setdefault(choice.source.name, []).append(choice)
+    live = [(tf, clamp(tf, w, history)) for tf, w in wanted if w is not None]
     tasks = []
-    for group in by_source.values():
-        source = group[0].source
-        windows = tuple((c.tf, c.window) for c in sorted(group, key=lambda c: c.tf.seconds))
-        span = fetch_span(source, [w for _, w in windows if w is not None], now)
+    for source, members in cheapest(live, now, caps, page_buckets, include_open):
+        windows = tuple(sorted(members, key=lambda m: m[0].seconds))
+        span = fetch_span(source, [w for _, w in windows], now)
         tasks.append(Task(symbol, source, windows, span))
     for tf, w in wanted:
         if w is None:

@@ -217,3 +217,56 @@ def test_the_history_probe_runs_first_for_symbols_whose_start_is_unknown() -> No
         ("A-USD", "1d"),  # may prove where A's history begins: every other series then knows
         ("A-USD", "5m"), ("B-USD", "5m"), ("A-USD", "1h"), ("B-USD", "1h"), ("B-USD", "1d"),
     ]  # fmt: skip
+
+
+def brute_force_pages(
+    wanted: list[tuple[str, Window]], now: float, caps: Capabilities, page: int
+) -> int:
+    """The fewest pages over every assignment of targets to every source that tiles them."""
+    from itertools import product
+
+    from livermore_nb.plan import DERIVE_FROM_S
+
+    options = [
+        [
+            s
+            for s in tiling(TIMEFRAMES[n])
+            if caps.serves(s) and (s.name == n or s.seconds >= DERIVE_FROM_S)
+        ]
+        for n, _ in wanted
+    ]
+    best = None
+    for sources in product(*options):
+        groups: dict[str, list[Window]] = {}
+        for source, (_, window) in zip(sources, wanted, strict=True):
+            groups.setdefault(source.name, []).append(window)
+        pages = sum(
+            count_pages(TIMEFRAMES[s], fetch_span(TIMEFRAMES[s], ws, now), page)
+            for s, ws in groups.items()
+        )
+        best = pages if best is None else min(best, pages)
+    assert best is not None
+    return best
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_plan_is_as_cheap_as_trying_every_source(seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    now = BUCKET_4H + 4 * H + rng.randrange(4 * H)
+    caps = Capabilities(four_hour=rng.random() < 0.5, max_buckets=rng.choice([300, 350]))
+    names = rng.sample(["5m", "15m", "30m", "1h", "2h", "4h", "6h", "1d"], 5)
+    windows = {}
+    for n in names:  # warm windows of random downtimes, some cold ones
+        tf = TIMEFRAMES[n]
+        info = SeriesInfo(300, 0, (tf.floor(now - rng.uniform(0, 3 * DAY)) - tf.seconds) * 1000)
+        cold = rng.random() < 0.2
+        windows[n] = target_window(tf, EMPTY if cold else info, now, Wants())
+    live = [(n, w) for n, w in windows.items() if w is not None]
+    tasks = plan(
+        ["SOL-USD"], parse_timeframes(",".join(names)), lambda _, tf: windows[tf.name], now, caps,
+        page_buckets=caps.page_buckets(None),
+    )  # fmt: skip
+    page = caps.page_buckets(None)
+    assert planned_requests(tasks, page) == brute_force_pages(live, now, caps, page)
