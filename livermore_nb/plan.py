@@ -4,11 +4,12 @@ Every target timeframe can be built from any granularity that tiles it
 (:func:`~livermore_nb.timeframes.tiling`): 4h from FOUR_HOUR where the API
 serves it, else from 2h, 1h, …; 1d from 1d, 6h, 4h, … Targets that use one
 source share its fetch: the source is paged once over the union of their
-windows. For each symbol the planner tries the assignments of targets to
-sources and keeps the one with the fewest pages (then the fewest buckets, so
-the least parsing), counting pages exactly as the runner sends them
-(:func:`fetch_span`, :func:`count_pages`). Cold series cost little alone
-(one page of 300 candles), so they mostly keep their own granularity; warm
+windows. For each symbol the planner finds the grouping of its targets with
+the fewest pages (then the fewest buckets, so the least parsing), each group
+on the coarsest source that tiles all its members (:func:`cheapest`), counting
+pages exactly as the runner sends them (:func:`fetch_span`, :func:`count_pages`).
+Cold series cost little alone (one page of 300 candles), so they mostly keep
+their own granularity; warm
 series after a short downtime miss a few candles each, and one page of 5m
 builds them all (the warm-restart folding falls out of the same count).
 
