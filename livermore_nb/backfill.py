@@ -21,7 +21,9 @@ from operator import attrgetter
 from typing import Any
 
 import aiohttp
+import orjson
 
+from .budget import SHARED_RATE_MODES, SharedPacer, budget_key, outbound_address, shares_rate
 from .candles import Candle, aggregate, candle_time, complete_buckets
 from .coinbase import DEFAULT_API_URL, CoinbaseClient, Credentials, load_credentials
 from .errors import (
@@ -34,7 +36,8 @@ from .errors import (
     StoreError,
     UpstreamError,
 )
-from .ratelimit import Pacer, RequestStats, RetryPolicy
+from .leases import LEASE_S, Lease, SeriesLeases
+from .ratelimit import Pacer, Pacing, RequestStats, RetryPolicy
 from .store import DEFAULT_KEY_TEMPLATE, CandleStore, SeriesInfo, check_key_template, connect
 from .timeframes import DEFAULT_TIMEFRAMES, Timeframe, get_timeframe, parse_timeframes
 
@@ -88,6 +91,11 @@ class BackfillConfig:
     """Bound on pages per series when paging back through an illiquid product's gaps."""
     timeout_s: float = 10.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    shared_rate: str = "auto"
+    """``on``: one rate budget, 429 cool-down and series leases per API key, kept in Redis;
+    ``off``: this process alone; ``auto``: on whenever a Redis URL is configured."""
+    lease_s: float = LEASE_S
+    """Series lease: how long a dead replica's series wait before another process takes them."""
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -107,6 +115,11 @@ class BackfillConfig:
             (self.ttl >= 0, f"--ttl must be ≥ 0, got {self.ttl}"),
             (self.max_pages >= 1, "max pages must be ≥ 1"),
             (self.timeout_s > 0, "timeout must be > 0"),
+            (
+                self.shared_rate in SHARED_RATE_MODES,
+                f"--shared-rate must be one of {', '.join(SHARED_RATE_MODES)}",
+            ),
+            (self.lease_s > 0, f"--lease must be > 0 seconds, got {self.lease_s}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -275,6 +288,11 @@ class SeriesResult:
     status: str = "failed"
     error: str | None = None
     fetched: int = 0
+    source: str | None = None
+    """``fetched`` by this process, taken from a ``peer`` that fetched it, or ``cached``."""
+
+
+SERIES_FIELDS = ("symbol", "timeframe", "candles", "first", "last", "status", "error", "source")
 
 
 @dataclass
@@ -292,6 +310,11 @@ class BackfillReport:
     fatal_exit_code: int | None = None
 
     @property
+    def from_peer(self) -> int:
+        """Series this process took from a peer that fetched them (single-flight)."""
+        return sum(s.source == "peer" for s in self.series)
+
+    @property
     def exit_code(self) -> int:
         """0 ready, 3 some series short/failed, or the code of the error that stopped the run."""
         if self.fatal_exit_code is not None:
@@ -306,14 +329,9 @@ class BackfillReport:
             "requests": self.requests,
             "retries": self.retries,
             "rate_limited": self.rate_limited,
+            "from_peer": self.from_peer,
             "error": self.error,
-            "series": [
-                {
-                    k: getattr(s, k)
-                    for k in ("symbol", "timeframe", "candles", "first", "last", "status", "error")
-                }
-                for s in self.series
-            ],
+            "series": [{k: getattr(s, k) for k in SERIES_FIELDS} for s in self.series],
         }
 
     def to_frame(self) -> Any:
@@ -359,6 +377,23 @@ def resolve_rate(config: BackfillConfig, credentials: Credentials | None) -> flo
     return config.rate or (PRIVATE_RATE if credentials else PUBLIC_RATE)
 
 
+async def shared_pacing(
+    config: BackfillConfig, store: CandleStore, api_url: str, credentials: Credentials | None
+) -> tuple[Pacing, SeriesLeases | None]:
+    """The pacer and series leases of a run: shared through Redis, or this process's own.
+
+    The budget belongs to the API key (a hash of its name, never its secret) or,
+    on the public endpoint, to this host's outbound address.
+    """
+    rate = resolve_rate(config, credentials)
+    if not shares_rate(config.shared_rate, config.redis_url):
+        return Pacer(rate), None
+    identity = credentials.key_name if credentials else await outbound_address(api_url)
+    pacer = SharedPacer(store.client, budget_key(api_url, identity), rate)
+    scope = f"{api_url}\n{config.candles}\n{config.include_open}\n{config.full}"
+    return pacer, SeriesLeases(store.client, scope=scope, lease_s=config.lease_s)
+
+
 class _Run:
     """One backfill run: shared client, store, results and progress."""
 
@@ -370,8 +405,10 @@ class _Run:
         infos: dict[tuple[str, str], SeriesInfo],
         emit: EventSink,
         clock: Callable[[], float],
+        leases: SeriesLeases | None = None,
     ) -> None:
         self.config = config
+        self.leases = leases
         self.client = client
         self.store = store
         self.infos = infos
@@ -390,7 +427,7 @@ class _Run:
         try:
             if task.symbol in self.unknown:
                 raise ProductNotFound(404, f"Product {task.symbol} not supported")
-            await self._fetch_and_write(task)
+            await self._single_flight(task)
         except (AuthError, StoreError):
             raise
         except UpstreamError as exc:
@@ -402,6 +439,47 @@ class _Run:
         self.done += len(task.targets)
         self._progress()
 
+    async def _single_flight(self, task: Task) -> None:
+        """Fetch a task under its lease, or take what the peer holding it wrote."""
+        if self.leases is None:
+            await self._fetch_and_write(task)
+            return
+        name = self.leases.name(
+            self.store.key(task.symbol, task.source), *(tf.name for tf in task.targets)
+        )
+        got = await self.leases.acquire(name)
+        if not isinstance(got, Lease):
+            if await self._take_from_peer(task, got):
+                return
+            got = await self.leases.take(name)
+        async with got:
+            at = self.clock()
+            await self._fetch_and_write(task)
+            got.finish(self._done_marker(task, at))
+
+    def _done_marker(self, task: Task, at: float) -> bytes:
+        """What a holder leaves its peers: when it looked, and each target's count and last."""
+        series = {}
+        for tf in task.targets:
+            result = self.results[(task.symbol, tf.name)]
+            series[tf.name] = [result.candles, result.last]
+        return orjson.dumps({"at": at, "series": series})
+
+    async def _take_from_peer(self, task: Task, marker: bytes) -> bool:
+        """Record a peer's series from Redis, unless a candle closed since or Redis lost them."""
+        doc = orjson.loads(marker)
+        now = self.clock()
+        if any(tf.floor(doc["at"]) != tf.floor(now) for tf in task.targets):
+            return False
+        infos = await self.store.info([(task.symbol, tf) for tf in task.targets])
+        for tf, info in zip(task.targets, infos, strict=True):
+            count, last = doc["series"].get(tf.name, [None, None])
+            if count is None or info.count < count or (last and (_iso(info.last_ms) or "") < last):
+                return False
+        for tf, info in zip(task.targets, infos, strict=True):
+            self._record(task.symbol, tf, info, fetched=0, source="peer")
+        return True
+
     async def _fetch_and_write(self, task: Task) -> None:
         now = self.clock()
         windows = {
@@ -411,7 +489,8 @@ class _Run:
         todo = {tf: w for tf, w in windows.items() if w is not None}
         for tf in task.targets:
             if tf not in todo:
-                self._record(task.symbol, tf, self.infos[(task.symbol, tf.name)], fetched=0)
+                info = self.infos[(task.symbol, tf.name)]
+                self._record(task.symbol, tf, info, fetched=0, source="cached")
         if not todo:
             return
         start = min(w.start_s for w in todo.values())
@@ -435,7 +514,7 @@ class _Run:
         for tf, window in todo.items():
             series = self._series_for(tf, task.source, window, found, covered_s * 1000)
             info = await self.store.write(task.symbol, tf, series)
-            self._record(task.symbol, tf, info, fetched=len(series))
+            self._record(task.symbol, tf, info, fetched=len(series), source="fetched")
 
     def _series_for(
         self,
@@ -456,7 +535,9 @@ class _Run:
             series = series[bisect_left(series, window.start_s * 1000, key=candle_time) :]
         return list(series[-self.config.candles :])
 
-    def _record(self, symbol: str, tf: Timeframe, info: SeriesInfo, fetched: int) -> None:
+    def _record(
+        self, symbol: str, tf: Timeframe, info: SeriesInfo, fetched: int, source: str
+    ) -> None:
         ready = info.count >= self.config.min_candles
         self.results[(symbol, tf.name)] = SeriesResult(
             symbol,
@@ -467,6 +548,7 @@ class _Run:
             status="ready" if ready else "short",
             error=None if ready else f"{info.count} < {self.config.min_candles} candles",
             fetched=fetched,
+            source=source,
         )
 
     def _record_failure(self, symbol: str, tf: Timeframe, error: str) -> None:
@@ -554,6 +636,7 @@ async def backfill(
     stats = RequestStats()
     try:
         await store.ping()
+        pacer, leases = await shared_pacing(config, store, api_url, credentials)
         tasks = plan(config.symbols, config.timeframes)
         keys = [(t.symbol, tf) for t in tasks for tf in t.targets]
         infos = dict(zip([(s, tf.name) for s, tf in keys], await store.info(keys), strict=True))
@@ -566,6 +649,7 @@ async def backfill(
                 "requests_planned": len(tasks),
                 "rate": rate,
                 "endpoint": "private" if credentials else "public",
+                "shared_rate": leases is not None,
             }
         )
         timeout = aiohttp.ClientTimeout(total=config.timeout_s)
@@ -575,12 +659,12 @@ async def backfill(
                 session,
                 api_url=api_url,
                 credentials=credentials,
-                pacer=Pacer(rate),
+                pacer=pacer,
                 retry=config.retry,
                 stats=stats,
                 page_size=config.page_size,
             )
-            run = _Run(config, client, store, infos, emit, clock)
+            run = _Run(config, client, store, infos, emit, clock, leases)
             with _fewer_collections():
                 error, code = await _run_workers(run, tasks, config.concurrency, stop)
     finally:
@@ -604,6 +688,7 @@ async def backfill(
             "requests": report.requests,
             "retries": report.retries,
             "rate_limited": report.rate_limited,
+            "from_peer": report.from_peer,
             "ready_series": sum(r.status == "ready" for r in results),
             "short_series": sum(r.status == "short" for r in results),
             "failed_series": sum(r.status == "failed" for r in results),

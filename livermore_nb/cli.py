@@ -23,6 +23,7 @@ from typing import Any
 
 from . import __version__
 from .backfill import BackfillConfig, BackfillReport, backfill, parse_symbols
+from .budget import SHARED_RATE_MODES
 from .errors import EXIT_NOT_READY, EXIT_OK, ConfigError, LivermoreError
 from .progress import BarSink, LogSink, fan_out
 from .startup import write_report
@@ -84,6 +85,20 @@ def add_backfill_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--full", action="store_true", help="refetch series already in Redis")
     parser.add_argument("--page-size", type=int, default=defaults.page_size)
     parser.add_argument("--timeout", type=float, default=defaults.timeout_s, help="per request, s")
+    parser.add_argument(
+        "--shared-rate",
+        choices=SHARED_RATE_MODES,
+        default=defaults.shared_rate,
+        help="share the key's rate budget, 429 pauses and series leases with every process "
+        "on this Redis; auto = on when a Redis URL is set (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--lease",
+        type=float,
+        default=defaults.lease_s,
+        metavar="SECONDS",
+        help="series lease; a dead replica's series are taken over after it (default: %(default)s)",
+    )
     parser.add_argument("--report", metavar="FILE.json", help="write the report JSON here")
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
 
@@ -117,6 +132,8 @@ def config_from_args(args: argparse.Namespace) -> BackfillConfig:
         full=args.full,
         page_size=args.page_size,
         timeout_s=args.timeout,
+        shared_rate=args.shared_rate,
+        lease_s=args.lease,
     )
 
 

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from .candles import Candle, candle_time, dedupe_sorted, parse_candles_payload
 from .errors import ConfigError, MalformedResponse, RateLimited, TransportError, error_for_status
-from .ratelimit import Pacer, RequestStats, RetryPolicy, on_rate_limited, retrying
+from .ratelimit import Pacing, RequestStats, RetryPolicy, on_rate_limited, retrying
 from .timeframes import Timeframe
 
 log = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ class CoinbaseClient:
         *,
         api_url: str,
         credentials: Credentials | None,
-        pacer: Pacer,
+        pacer: Pacing,
         retry: RetryPolicy,
         stats: RequestStats,
         page_size: int = 300,

@@ -23,6 +23,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from tenacity import (
     AsyncRetrying,
@@ -38,6 +39,18 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
 WINDOW_S = 1.0
+MAX_COOL_DOWN_S = 60.0
+"""Longest shared pause one 429 may start, whatever its Retry-After says."""
+
+
+class Pacing(Protocol):
+    """What the client needs of a pacer: a turn per request, and a pause for everyone."""
+
+    async def acquire(self) -> None:
+        """Wait for this caller's turn."""
+
+    def cool_down(self, seconds: float) -> None:
+        """Pause every worker for ``seconds`` from now."""
 
 
 class Pacer:
@@ -124,7 +137,7 @@ def retrying(policy: RetryPolicy, stats: RequestStats) -> AsyncRetrying:
 
 
 def on_rate_limited(
-    exc: RateLimited, pacer: Pacer, policy: RetryPolicy, stats: RequestStats
+    exc: RateLimited, pacer: Pacing, policy: RetryPolicy, stats: RequestStats
 ) -> None:
     """Start the shared cool-down for a 429, honouring Retry-After."""
     stats.rate_limited += 1
