@@ -41,7 +41,7 @@ import redis.asyncio as aioredis
 
 from .errors import ConfigError
 from .ratelimit import MAX_COOL_DOWN_S, Pacer
-from .store import translate_redis_errors
+from .store import retry_unavailable
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -153,7 +153,7 @@ class SharedPacer:
         self._sleep = sleep
         self._local = Pacer(rate, clock=clock or time.monotonic, sleep=sleep)
         self._lock = asyncio.Lock()
-        self._pauses: set[asyncio.Task[tuple[int, float]]] = set()
+        self._pauses: set[asyncio.Task[None]] = set()
 
     def _now(self) -> float:
         """Local monotonic seconds."""
@@ -163,8 +163,9 @@ class SharedPacer:
         """Run the budget script once: the slot (µs of Redis time) and seconds until it."""
         pause_us = round(min(pause_s, MAX_COOL_DOWN_S) * 1_000_000)
         args = [self._interval_us, held_us, pause_us, IDLE_TTL_MS]
-        with translate_redis_errors("reserving a request slot"):
-            slot, until_us = await self._script(keys=[self.key], args=args)
+        slot, until_us = await retry_unavailable(
+            "reserving a request slot", lambda: self._script(keys=[self.key], args=args)
+        )
         return int(slot), int(until_us) / 1_000_000
 
     async def acquire(self) -> None:
@@ -190,8 +191,12 @@ class SharedPacer:
                 return
             held = 0  # woke too late: sending now could bunch with the next slots
 
+    async def pause(self, seconds: float) -> None:
+        """Publish a pause of ``seconds`` (capped at ``MAX_COOL_DOWN_S``) for every process."""
+        await self.reserve(-1, seconds)
+
     def cool_down(self, seconds: float) -> None:
-        """Pause every process on this budget for ``seconds`` (capped), published to Redis."""
-        task = asyncio.ensure_future(self.reserve(-1, seconds))
+        """Pause every process on this budget for ``seconds``; this process's next slot waits."""
+        task = asyncio.ensure_future(self.pause(seconds))
         self._pauses.add(task)
         task.add_done_callback(self._pauses.discard)

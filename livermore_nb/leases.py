@@ -32,7 +32,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from .errors import ConfigError, StoreError
-from .store import translate_redis_errors
+from .store import retry_unavailable
 
 log = logging.getLogger(__name__)
 Sleep = Callable[[float], Awaitable[None]]
@@ -45,8 +45,10 @@ DONE_TTL_MS = 60_000
 """How long a done marker stays for processes still starting."""
 
 # KEYS = lease, done marker; ARGV = token, lease ms, "1" to look at the marker first.
-# Returns {"done", marker}, {"mine", ""} (the lease is ours now) or {"held", ""}.
+# Returns {"done", marker}, {"mine", ""} (the lease is ours now) or {"held", ""}. Safe to
+# rerun after a lost reply: a lease already holding our token is ours.
 CLAIM_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return {'mine', ''} end
 if ARGV[3] == '1' then
   local done = redis.call('GET', KEYS[2])
   if done then return {'done', done} end
@@ -110,8 +112,9 @@ class SeriesLeases:
         keys = [f"{name}:lease", f"{name}:done"]
         args: list[Any] = [token, self.lease_ms, "1" if look_for_done else "0"]
         while True:
-            with translate_redis_errors("claiming a series lease"):
-                state, marker = await self._claim(keys=keys, args=args)
+            state, marker = await retry_unavailable(
+                "claiming a series lease", lambda: self._claim(keys=keys, args=args)
+            )
             if state in (b"mine", "mine"):
                 return Lease(self, keys, token)
             if state in (b"done", "done"):
@@ -120,13 +123,18 @@ class SeriesLeases:
 
     async def renew(self, keys: list[str], token: str) -> bool:
         """Extend a lease we hold; False once it is no longer ours."""
-        with translate_redis_errors("renewing a series lease"):
-            return bool(await self._renew(keys=keys[:1], args=[token, self.lease_ms]))
+        args: list[Any] = [token, self.lease_ms]
+        renewed = await retry_unavailable(
+            "renewing a series lease", lambda: self._renew(keys=keys[:1], args=args)
+        )
+        return bool(renewed)
 
     async def release(self, keys: list[str], token: str, marker: bytes | None) -> None:
         """Drop our lease, leaving ``marker`` (if any) for the processes waiting on it."""
-        with translate_redis_errors("releasing a series lease"):
-            await self._release(keys=keys, args=[token, marker or b"", DONE_TTL_MS])
+        args: list[Any] = [token, marker or b"", DONE_TTL_MS]
+        await retry_unavailable(
+            "releasing a series lease", lambda: self._release(keys=keys, args=args)
+        )
 
 
 class Lease:
