@@ -448,10 +448,10 @@ class _Run:
             self.store.key(task.symbol, task.source), *(tf.name for tf in task.targets)
         )
         got = await self.leases.acquire(name)
-        if not isinstance(got, Lease):
+        while not isinstance(got, Lease):
             if await self._take_from_peer(task, got):
                 return
-            got = await self.leases.take(name)
+            got = await self.leases.acquire(name, unless=got)
         async with got:
             at = self.clock()
             await self._fetch_and_write(task)

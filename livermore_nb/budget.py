@@ -8,14 +8,14 @@ the caller sleeps until its slot. The same hash holds the shared 429 cool-down:
 a pause any process publishes moves every later slot past it, and a slot
 reserved before the pause began is exchanged for one after it.
 
-Why not a library: pyrate-limiter (4.6, Redis bucket or GCRA state over
-redis.asyncio) and redis-limiters (0.7) were read and tried. pyrate-limiter
-waits by polling (sleep the reported delay plus a 50 ms buffer, then try again),
-so waiters race for each freed slot with no order, a lone process falls short of
-its rate, and it stamps items with each process's clock; it has no shared pause.
-redis-limiters' token bucket does reserve slots, but from the caller's clock,
-with no pause either, and pulls in pydantic. Reserving a slot, in Redis time,
-with the pause in the same key, is this one script.
+Why not a library: the released sources of pyrate-limiter 4.6 (Redis bucket or
+GCRA state over redis.asyncio) and redis-limiters 0.7 were read. pyrate-limiter
+waits by polling (sleep the reported delay plus a 50 ms buffer, then try
+again), so waiters race for each freed slot in no order and each waits at least
+50 ms past its slot; it stamps items with each process's own clock and has no
+shared pause. redis-limiters' token bucket does reserve slots, but from the
+caller's clock, with no pause either, and brings pydantic. Reserving a slot in
+Redis time, with the pause in the same key, is this one script.
 
 Within a process one :class:`asyncio.Lock` serialises reservations (callers are
 served in order and each process holds at most one future slot), and the

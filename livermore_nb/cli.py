@@ -147,6 +147,7 @@ def format_report(report: BackfillReport) -> str:
     line = (
         f"{verdict}: {summary} in {report.duration_s:.1f}s, {report.requests} requests, "
         f"{report.retries} retries, {report.rate_limited} rate-limited"
+        + (f", {report.from_peer} series from peers" if report.from_peer else "")
     )
     return f"{table}\n{line}" + (f"\nstopped early: {report.error}" if report.error else "")
 

@@ -44,15 +44,13 @@ POLL_S = 0.1
 DONE_TTL_MS = 60_000
 """How long a done marker stays for processes still starting."""
 
-# KEYS = lease, done marker; ARGV = token, lease ms, "1" to look at the marker first.
-# Returns {"done", marker}, {"mine", ""} (the lease is ours now) or {"held", ""}. Safe to
-# rerun after a lost reply: a lease already holding our token is ours.
+# KEYS = lease, done marker; ARGV = token, lease ms, a marker already found wanting ('' = none).
+# Returns {"done", marker} (another marker than that), {"mine", ""} (the lease is ours now) or
+# {"held", ""}. Safe to rerun after a lost reply: a lease already holding our token is ours.
 CLAIM_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return {'mine', ''} end
-if ARGV[3] == '1' then
-  local done = redis.call('GET', KEYS[2])
-  if done then return {'done', done} end
-end
+local done = redis.call('GET', KEYS[2])
+if done and done ~= ARGV[3] then return {'done', done} end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {'mine', ''} end
 return {'held', ''}
 """
@@ -95,22 +93,16 @@ class SeriesLeases:
         digest = hashlib.sha256("\n".join((self.scope, *parts)).encode()).hexdigest()
         return f"{{livermore:{digest[:24]}}}"
 
-    async def acquire(self, name: str) -> Lease | bytes:
-        """The lease of ``name``, or the marker a peer left there; waits while a peer holds it."""
-        return await self._claim_when_free(name, look_for_done=True)
+    async def acquire(self, name: str, *, unless: bytes = b"") -> Lease | bytes:
+        """The lease of ``name``, or a marker a peer left there other than ``unless``.
 
-    async def take(self, name: str) -> Lease:
-        """The lease of ``name`` whatever marker is there; waits while a peer holds it."""
-        got = await self._claim_when_free(name, look_for_done=False)
-        if not isinstance(got, Lease):
-            raise AssertionError("unreachable: the claim script only returns markers when asked")
-        return got
-
-    async def _claim_when_free(self, name: str, *, look_for_done: bool) -> Lease | bytes:
-        """Run the claim script until it says ``mine`` (or ``done``), polling while ``held``."""
+        Waits while a peer holds the lease. A caller that found a marker wanting
+        passes it as ``unless``: it then gets the lease, or the marker of the
+        peer that fetched the task again meanwhile.
+        """
         token = secrets.token_hex(8)
         keys = [f"{name}:lease", f"{name}:done"]
-        args: list[Any] = [token, self.lease_ms, "1" if look_for_done else "0"]
+        args: list[Any] = [token, self.lease_ms, unless]
         while True:
             state, marker = await retry_unavailable(
                 "claiming a series lease", lambda: self._claim(keys=keys, args=args)

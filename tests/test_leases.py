@@ -79,7 +79,7 @@ async def test_a_dead_holders_lease_expires_and_the_next_process_takes_it(
     assert time.monotonic() - started >= LEASE_S / 2
 
 
-async def test_take_ignores_a_marker_that_no_longer_holds(
+async def test_a_waiter_passing_a_marker_by_gets_the_lease_or_a_newer_marker(
     peers: tuple[SeriesLeases, SeriesLeases],
 ) -> None:
     a, b = peers
@@ -87,7 +87,14 @@ async def test_take_ignores_a_marker_that_no_longer_holds(
     async with await holds(a, name) as lease:
         lease.finish(b"stale")
     assert await b.acquire(name) == b"stale"
-    assert isinstance(await b.take(name), Lease)
+    redo = await a.acquire(name, unless=b"stale")  # the data it names is gone: fetch again
+    assert isinstance(redo, Lease)
+    async with redo:
+        waiter = asyncio.ensure_future(b.acquire(name, unless=b"stale"))
+        await asyncio.sleep(LEASE_S)
+        assert not waiter.done()
+        redo.finish(b"fresh")
+    assert await waiter == b"fresh"  # the refetch's marker, not a second refetch
 
 
 def test_both_keys_of_a_task_share_one_cluster_slot(
