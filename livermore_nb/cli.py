@@ -24,6 +24,7 @@ from typing import Any
 from . import __version__
 from .backfill import BackfillConfig, BackfillReport, backfill, parse_symbols
 from .budget import SHARED_RATE_MODES
+from .emulator.config import DEFAULT_CONFIG as EMULATOR_DEFAULTS
 from .errors import EXIT_NOT_READY, EXIT_OK, ConfigError, LivermoreError
 from .progress import BarSink, LogSink, fan_out
 from .startup import write_report
@@ -99,6 +100,15 @@ def add_backfill_options(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="series lease; a dead replica's series are taken over after it (default: %(default)s)",
     )
+    parser.add_argument(
+        "--deadline", type=float, default=defaults.deadline_s,
+        help="time budget of the whole run, s (0 = none; at the deadline: exit 3); "
+        "default: %(default)g",
+    )  # fmt: skip
+    parser.add_argument(
+        "--redis-timeout", type=float, default=defaults.redis_timeout_s,
+        help="longest wait for one Redis reply, s (a hung Redis: exit 4); default: %(default)g",
+    )  # fmt: skip
     parser.add_argument("--report", metavar="FILE.json", help="write the report JSON here")
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
 
@@ -134,6 +144,8 @@ def config_from_args(args: argparse.Namespace) -> BackfillConfig:
         timeout_s=args.timeout,
         shared_rate=args.shared_rate,
         lease_s=args.lease,
+        deadline_s=args.deadline,
+        redis_timeout_s=args.redis_timeout,
     )
 
 
@@ -141,14 +153,7 @@ def format_report(report: BackfillReport) -> str:
     """The per-series table and a one-line verdict, for people."""
     frame = report.to_frame()
     table = frame.fillna("—").to_string(index=False) if len(frame) else "(no series)"
-    verdict = "READY" if report.ready else "NOT READY"
-    counts = frame["status"].value_counts().to_dict() if len(frame) else {}
-    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-    line = (
-        f"{verdict}: {summary} in {report.duration_s:.1f}s, {report.requests} requests, "
-        f"{report.retries} retries, {report.rate_limited} rate-limited"
-        + (f", {report.from_peer} series from peers" if report.from_peer else "")
-    )
+    line = report.verdict()
     return f"{table}\n{line}" + (f"\nstopped early: {report.error}" if report.error else "")
 
 
@@ -194,6 +199,20 @@ def add_emulator_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--malformed-rate", type=float, default=0, help="share of broken bodies")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--four-hour",
+        action=argparse.BooleanOptionalAction,
+        default=EMULATOR_DEFAULTS.four_hour,
+        help="serve the FOUR_HOUR granularity (today's API) or not (the older one); default: "
+        + ("--four-hour" if EMULATOR_DEFAULTS.four_hour else "--no-four-hour"),
+    )
+    parser.add_argument(
+        "--max-buckets",
+        type=int,
+        default=EMULATOR_DEFAULTS.max_buckets,
+        metavar="N",
+        help="most buckets per request, e.g. 350 (today) or 300 (older); default: %(default)s",
+    )
+    parser.add_argument(
         "--extend-history",
         action="store_true",
         help="serve a labelled synthetic walk before the recorded data (for 300 daily candles)",
@@ -225,6 +244,8 @@ def cmd_emulator(args: argparse.Namespace) -> int:
         latency_ms=args.latency_ms,
         seed=args.seed,
         extend_history=args.extend_history,
+        four_hour=args.four_hour,
+        max_buckets=args.max_buckets,
         keys=keys,
         **rates,
     )
