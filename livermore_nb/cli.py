@@ -25,6 +25,7 @@ from typing import Any
 
 from . import __version__
 from .backfill import BackfillConfig, BackfillReport, backfill, parse_symbols
+from .budget import SHARED_RATE_MODES
 from .emulator.config import DEFAULT_CONFIG as EMULATOR_DEFAULTS
 from .errors import (
     EXIT_AUTH,
@@ -173,6 +174,20 @@ def add_backfill_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--timeout", type=float, default=defaults.timeout_s, help="per request, s")
     parser.add_argument(
+        "--shared-rate",
+        choices=SHARED_RATE_MODES,
+        default=defaults.shared_rate,
+        help="share the key's rate budget, 429 pauses and series leases with every process "
+        "on this Redis; auto = on when a Redis URL is set (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--lease",
+        type=float,
+        default=defaults.lease_s,
+        metavar="SECONDS",
+        help="series lease; a dead replica's series are taken over after it (default: %(default)s)",
+    )
+    parser.add_argument(
         "--deadline", type=float, default=defaults.deadline_s,
         help="time budget of the whole run, s (0 = none; at the deadline: exit 3)",
     )  # fmt: skip
@@ -223,6 +238,8 @@ def config_from_args(args: argparse.Namespace) -> BackfillConfig:
         full=args.full,
         page_size=args.page_size,
         timeout_s=args.timeout,
+        shared_rate=args.shared_rate,
+        lease_s=args.lease,
         deadline_s=args.deadline,
         redis_timeout_s=args.redis_timeout,
     )

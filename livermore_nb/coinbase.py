@@ -46,7 +46,7 @@ from .errors import (
     TransportError,
     error_for_status,
 )
-from .ratelimit import Pacer, RequestStats, RetryPolicy, on_rate_limited, retrying
+from .ratelimit import Pacing, RequestStats, RetryPolicy, on_rate_limited, retrying
 from .timeframes import Timeframe
 
 log = logging.getLogger(__name__)
@@ -213,7 +213,7 @@ class CoinbaseClient:
         *,
         api_url: str,
         credentials: Credentials | None,
-        pacer: Pacer,
+        pacer: Pacing,
         retry: RetryPolicy,
         stats: RequestStats,
         page_size: int = 300,

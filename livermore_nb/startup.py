@@ -44,6 +44,8 @@ NOTEBOOK_PARAMETERS: tuple[str, ...] = (
     "timeout_s",
     "deadline_s",
     "redis_timeout_s",
+    "shared_rate",
+    "lease_s",
 )
 """BackfillConfig fields the notebook's ``parameters`` cell takes under the same names."""
 

@@ -15,11 +15,11 @@ import asyncio
 import os
 import re
 import string
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
@@ -114,6 +114,7 @@ return {redis.call('ZCARD', key), first[2] or false, last[2] or false}
 """.replace("MAX_KEEP", str(MAX_KEEP)).replace("MAX_TTL", str(MAX_TTL_S))
 
 _embedded: dict[Path, Any] = {}
+T = TypeVar("T")
 
 
 def redact_url(url: str) -> str:
@@ -216,6 +217,41 @@ def translate_redis_errors(what: str) -> Iterator[None]:
         raise RedisUnavailable(f"Redis unreachable while {what}: {type(exc).__name__}") from None
     except RedisError as exc:
         raise StoreError(f"Redis error while {what}: {exc}") from None
+
+
+async def retry_unavailable(
+    what: str, call: Callable[[], Awaitable[T]], backoff_s: Sequence[float] = WRITE_BACKOFF_S
+) -> T:
+    """Await ``call()`` with translated errors, again after each pause while Redis is unreachable.
+
+    For idempotent calls only (a lost reply means the call ran): a restart or a
+    dropped connection then costs a pause, not the run. A Redis that hangs
+    (RedisTimeout) is not retried.
+    """
+    for delay in (*backoff_s, None):
+        try:
+            with translate_redis_errors(what):
+                return await _cancellable(call())
+        except RedisUnavailable as exc:
+            if delay is None or isinstance(exc, RedisTimeout):
+                raise
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+async def _cancellable(command: Awaitable[T]) -> T:
+    """Await a redis-py command so that cancelling the caller always cancels it.
+
+    redis-py 8.1 (asyncio) can swallow a cancellation that arrives while a
+    command awaits its reply, so a stopped run would go on working; the command
+    runs as its own task here and the caller stops waiting at once.
+    """
+    task = asyncio.ensure_future(command)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
 
 
 def check_key_template(template: str) -> str:
@@ -348,16 +384,12 @@ class CandleStore:
         members = members_blob(candles, symbol, tf.name)
         args: list[Any] = [self.keep, self.ttl, scores, members, "1" if replace else "0"]
         key = self.key(symbol, tf)
-        for delay in (*self.write_backoff_s, None):
-            try:
-                with translate_redis_errors(f"writing {symbol} {tf.name}"):
-                    count, first, last = await self._write(keys=[key], args=args)
-                return SeriesInfo(int(count), _score(first), _score(last))
-            except RedisUnavailable as exc:
-                if delay is None or isinstance(exc, RedisTimeout):
-                    raise
-                await asyncio.sleep(delay)  # the script is atomic and idempotent: safe to rerun
-        raise AssertionError("unreachable: the last attempt returns or raises")
+        count, first, last = await retry_unavailable(  # the script is atomic and idempotent
+            f"writing {symbol} {tf.name}",
+            lambda: self._write(keys=[key], args=args),
+            self.write_backoff_s,
+        )
+        return SeriesInfo(int(count), _score(first), _score(last))
 
     async def info(self, series: Sequence[tuple[str, Timeframe]]) -> list[SeriesInfo]:
         """Count and first/last open time of many series in one round trip."""
