@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import signal
 import sys
@@ -19,15 +20,17 @@ import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .backfill import BackfillConfig, BackfillReport, backfill, parse_symbols
 from .errors import EXIT_NOT_READY, EXIT_OK, ConfigError, LivermoreError
-from .progress import BarSink, LogSink, fan_out
-from .startup import write_report
-from .store import DEFAULT_KEY_TEMPLATE
 from .timeframes import DEFAULT_TIMEFRAMES
+
+if TYPE_CHECKING:
+    from .backfill import BackfillConfig, BackfillReport
+
+# pandas, aiohttp and redis take ~2 s to import: modules that need them are imported inside
+# the functions, so that main() is already running (and catches a Ctrl-C) while they load.
 
 SECRETS_NOTE = (
     "Secrets come only from the environment: COINBASE_API_KEY_NAME with "
@@ -38,9 +41,11 @@ SECRETS_NOTE = (
 def read_symbols_file(path: str) -> str:
     """Symbols from a file: one per line or comma-separated, ``#`` starts a comment."""
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is fine
     except OSError as exc:
         raise ConfigError(f"cannot read symbols file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"symbols file {path} is not UTF-8 text (byte {exc.start})") from None
     symbols = ",".join(line.split("#", 1)[0] for line in text.splitlines())
     if not symbols.replace(",", "").strip():
         raise ConfigError(f"symbols file {path} lists no symbols")
@@ -49,6 +54,8 @@ def read_symbols_file(path: str) -> str:
 
 def add_series_options(parser: argparse.ArgumentParser) -> None:
     """--symbols/--symbols-file, --timeframes and --redis-url (shared by most commands)."""
+    from .store import DEFAULT_KEY_TEMPLATE
+
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--symbols", help="comma-separated product ids, e.g. BTC-USD,ETH-USD")
     group.add_argument("--symbols-file", metavar="FILE", help="file of product ids")
@@ -65,6 +72,8 @@ def add_series_options(parser: argparse.ArgumentParser) -> None:
 
 def add_backfill_options(parser: argparse.ArgumentParser) -> None:
     """Every option of ``backfill`` (``startup`` takes the same)."""
+    from .backfill import BackfillConfig
+
     add_series_options(parser)
     defaults = BackfillConfig(symbols=("BTC-USD",))
     parser.add_argument(
@@ -90,6 +99,8 @@ def add_backfill_options(parser: argparse.ArgumentParser) -> None:
 
 def symbols_from_args(args: argparse.Namespace) -> tuple[str, ...]:
     """The symbols of --symbols or --symbols-file (ConfigError when neither is given)."""
+    from .backfill import parse_symbols
+
     if args.symbols_file:
         return parse_symbols(read_symbols_file(args.symbols_file))
     if args.symbols:
@@ -99,6 +110,11 @@ def symbols_from_args(args: argparse.Namespace) -> tuple[str, ...]:
 
 def config_from_args(args: argparse.Namespace) -> BackfillConfig:
     """Build the BackfillConfig the options describe (ConfigError when they are invalid)."""
+    from .backfill import BackfillConfig
+
+    for flag, value in (("--rate", args.rate), ("--timeout", args.timeout)):
+        if value is not None and not math.isfinite(value):
+            raise ConfigError(f"{flag} must be a finite number, got {value}")
     return BackfillConfig(
         symbols=symbols_from_args(args),
         timeframes=args.timeframes,
@@ -136,6 +152,8 @@ def format_report(report: BackfillReport) -> str:
 
 async def run_with_signals(config: BackfillConfig, sink: Any) -> BackfillReport:
     """Run a backfill; SIGINT/SIGTERM stop it cleanly (written series stay)."""
+    from .backfill import backfill
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -149,6 +167,10 @@ async def run_with_signals(config: BackfillConfig, sink: Any) -> BackfillReport:
 
 def cmd_backfill(args: argparse.Namespace) -> int:
     """``livermore-nb backfill``: fill Redis, print the table, exit with the gate's code."""
+    from .progress import BarSink, LogSink, fan_out
+    from .startup import claim_report, write_report
+
+    claim_report(args.report)  # before Redis is touched: fail now if it cannot be written
     config = config_from_args(args)
     log_sink = LogSink(args.log_format)
     sink = fan_out(BarSink(file=sys.stderr), log_sink) if sys.stderr.isatty() else log_sink
@@ -315,12 +337,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: run a subcommand and map errors to exit codes, one line each."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def run_command(args: argparse.Namespace) -> int:
+    """Run the chosen subcommand; on an error, also record it in ``--report`` if one was named."""
     try:
         return int(args.func(args))
+    except LivermoreError as exc:
+        report = getattr(args, "report", None)
+        if report and args.command == "backfill":
+            from .startup import write_failure_report
+
+            write_failure_report(report, str(exc), exc.exit_code)
+        raise
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: run a subcommand and map errors to exit codes, one line each.
+
+    A Ctrl-C at any point, even while the modules load, ends in one line and 130.
+    """
+    try:
+        args = build_parser().parse_args(argv)
+        return run_command(args)
     except LivermoreError as exc:
         print(f"livermore-nb: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from contextlib import suppress
 from importlib import resources
 from pathlib import Path
 from typing import Any, NoReturn
@@ -62,10 +63,52 @@ def report_dict(report: BackfillReport) -> dict[str, Any]:
     return {**report.to_dict(), "exit_code": report.exit_code}
 
 
+def write_private(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only (0600, also if it existed).
+
+    Reports and executed notebooks name hosts, series and errors: no one else's business.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        os.fchmod(fd, 0o600)
+        fh.write(text)
+
+
 def write_report(report: BackfillReport, path: str | Path | None) -> None:
     """Write the report JSON to ``path`` if one was given."""
     if path:
-        Path(path).write_text(json.dumps(report_dict(report), indent=2) + "\n")
+        write_private(path, json.dumps(report_dict(report), indent=2) + "\n")
+
+
+def failure_report(error: str, exit_code: int | None) -> BackfillReport:
+    """The report of a run that never got to its series (or has not finished yet)."""
+    return BackfillReport(
+        ready=False, duration_s=0.0, requests=0, retries=0, rate_limited=0, series=[],
+        error=error, fatal_exit_code=exit_code,
+    )  # fmt: skip
+
+
+UNFINISHED = "the backfill has not finished (still running, or killed)"
+
+
+def claim_report(path: str | Path | None) -> None:
+    """Replace any old report at ``path`` with a not-ready one, before anything else runs.
+
+    A stale ``"ready": true`` never outlives a run that fails, and a path that
+    cannot be written is a ConfigError now, not after Redis was written.
+    """
+    if not path:
+        return
+    try:
+        write_report(failure_report(UNFINISHED, None), path)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the report {path}: {exc.strerror}") from None
+
+
+def write_failure_report(path: str | Path, error: str, exit_code: int) -> None:
+    """Record at ``path`` that the run stopped before its series (if ``path`` can be written)."""
+    with suppress(OSError):  # the error itself goes to stderr either way
+        write_report(failure_report(error, exit_code), path)
 
 
 def notebook_parameters(config: BackfillConfig, report_path: str | Path) -> dict[str, Any]:

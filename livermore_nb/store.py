@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import orjson
 import pandas as pd
@@ -69,14 +69,49 @@ return {redis.call('ZCARD', key), first[2] or false, last[2] or false}
 _embedded: dict[Path, Any] = {}
 
 
+SENSITIVE_QUERY = re.compile(r"(?i)[?&;][^=&;]*(?:pass|pwd|secret|token|auth|key)[^=&;]*=([^&]*)")
+"""Query parameters whose value is redacted up to the next ``&`` (``password=``, ``token=`` …)."""
+URL_PUNCTUATION = re.compile(r"[:/?#@&=]+")
+MALFORMED_URL_HINT = "it does not parse (percent-encode any / # ? @ : in the password)"
+
+
+def _secret_spans(url: str) -> list[tuple[int, int]]:
+    """Where ``url`` holds secrets: its user-info (bar a user name) and sensitive query values.
+
+    Does not parse: a password with an unencoded ``/``, ``#``, ``?`` or ``@``
+    makes a URL that urlsplit misreads, so everything between ``://`` and the
+    last ``@`` counts as user-info (an ``@`` in the query then hides the host
+    too, which is safe).
+    """
+    spans = [m.span(1) for m in SENSITIVE_QUERY.finditer(url)]
+    start = url.find("://") + 3 if "://" in url else 0
+    at = url.rfind("@")
+    if at >= start:
+        user, colon, _ = url[start:at].partition(":")
+        kept = len(user) + 1 if colon and not re.search(r"[/?#]", user) else 0
+        spans.append((start + kept, at))
+    merged: list[tuple[int, int]] = []
+    for lo, hi in sorted(spans):
+        if merged and lo <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(hi, merged[-1][1]))
+        else:
+            merged.append((lo, hi))
+    return merged
+
+
 def redact_url(url: str) -> str:
-    """The URL with any password (``:pw@`` or ``?password=``) replaced by ``***``."""
-    url = re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", url)
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    userinfo, hostport = parts.netloc.rsplit("@", 1)
-    return urlunsplit(parts._replace(netloc=f"{userinfo.split(':', 1)[0]}:***@{hostport}"))
+    """``url`` with its password, whatever its characters, and secret query values as ``***``."""
+    out, pos = [], 0
+    for lo, hi in _secret_spans(url):
+        out += [url[pos:lo], "***"]
+        pos = hi
+    return "".join([*out, url[pos:]])
+
+
+def safe_reason(url: str, reason: str) -> str:
+    """``reason`` unless it quotes any part of ``url``'s secrets (then a generic hint)."""
+    pieces = [p for lo, hi in _secret_spans(url) for p in URL_PUNCTUATION.split(url[lo:hi]) if p]
+    return MALFORMED_URL_HINT if any(p in reason for p in pieces) else reason
 
 
 def check_redis_url(url: str) -> str:
@@ -84,7 +119,8 @@ def check_redis_url(url: str) -> str:
     parts = urlsplit(url)
     db = parts.path.strip("/")
     if parts.scheme in ("redis", "rediss") and db and not db.isdigit():
-        raise ConfigError(f"invalid Redis URL {redact_url(url)!r}: database {db!r} is not a number")
+        reason = safe_reason(url, f"database {db!r} is not a number")
+        raise ConfigError(f"invalid Redis URL {redact_url(url)!r}: {reason}")
     return url
 
 
@@ -110,7 +146,8 @@ def _from_url(factory: Callable[..., Any], url: str | None) -> Any:
     try:
         return factory(resolved, socket_connect_timeout=5, socket_timeout=30)
     except ValueError as exc:
-        raise ConfigError(f"invalid Redis URL {redact_url(resolved)!r}: {exc}") from None
+        reason = safe_reason(resolved, str(exc))
+        raise ConfigError(f"invalid Redis URL {redact_url(resolved)!r}: {reason}") from None
 
 
 def connect(url: str | None = None) -> aioredis.Redis:
@@ -137,9 +174,12 @@ def translate_redis_errors(what: str) -> Iterator[None]:
 def check_key_template(template: str) -> str:
     """Return ``template`` if it names only known fields and both symbol and timeframe."""
     try:
-        fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+        parsed = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(template)]
     except ValueError as exc:
         raise ConfigError(f"bad key template {template!r}: {exc}") from None
+    if any(spec or conv for f, spec, conv in parsed if f is not None):
+        raise ConfigError(f"bad key template {template!r}: fields take no format spec or !r/!s")
+    fields = {f for f, _, _ in parsed if f is not None}
     if not fields <= KEY_FIELDS or not {"symbol", "timeframe"} <= fields:
         raise ConfigError(
             f"key template {template!r} must use {{symbol}} and {{timeframe}} and may use "
