@@ -13,7 +13,8 @@
     │   └── MalformedResponse       a body that is not the documented JSON: retried
     ├── InvalidCandle               a candle that fails validation: never written
     ├── StoreError                  Redis problems
-    │   └── RedisUnavailable        cannot reach Redis (exit 4)
+    │   ├── RedisUnavailable        cannot reach Redis (exit 4)
+    │   └── RedisAuthError          Redis refused the password or the ACL user (exit 4)
     └── CommandNotFound             ``startup``'s COMMAND cannot be executed (exit 127)
 
 aiohttp and redis exceptions are translated into this tree at one boundary each
@@ -118,6 +119,14 @@ class StoreError(LivermoreError):
 
 class RedisUnavailable(StoreError):
     """Redis cannot be reached."""
+
+
+class RedisAuthError(StoreError):
+    """Redis refused the credentials (NOAUTH, WRONGPASS) or the ACL user's permissions.
+
+    Exit 4 like every Redis problem; the message says which, so a wrong password
+    is not mistaken for a network fault.
+    """
 
 
 class CommandNotFound(LivermoreError):

@@ -26,12 +26,12 @@ import orjson
 import pandas as pd
 import redis
 import redis.asyncio as aioredis
+from redis.exceptions import AuthenticationError, NoPermissionError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .candles import Candle, candle_time, to_frame
-from .errors import ConfigError, RedisUnavailable, StoreError
+from .errors import ConfigError, RedisAuthError, RedisUnavailable, StoreError
 from .timeframes import Timeframe
 
 DEFAULT_KEY_TEMPLATE = "candles:{user_id}:{exchange_id}:{symbol}:{timeframe}"
@@ -160,15 +160,32 @@ def connect_sync(url: str | None = None) -> redis.Redis:
     return _from_url(redis.Redis.from_url, url)
 
 
+def redis_location(client: Any) -> str:
+    """Where ``client`` connects, with no credentials: ``host:port`` or the socket path."""
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+    if kwargs.get("path"):
+        return str(kwargs["path"])
+    return f"{kwargs['host']}:{kwargs.get('port', 6379)}" if kwargs.get("host") else "(unknown)"
+
+
 @contextmanager
-def translate_redis_errors(what: str) -> Iterator[None]:
-    """Turn redis-py exceptions into the package's StoreError tree."""
+def translate_redis_errors(what: str, client: Any = None) -> Iterator[None]:
+    """Turn redis-py exceptions into the package's StoreError tree, naming ``client``'s server."""
+    at = f" at {redis_location(client)}" if client is not None else ""
     try:
         yield
+    except AuthenticationError:
+        raise RedisAuthError(
+            f"Redis authentication failed{at} while {what} "
+            "(check the user name and password in the Redis URL)"
+        ) from None
+    except NoPermissionError as exc:
+        raise RedisAuthError(f"Redis{at} refused the ACL user while {what}: {exc}") from None
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-        raise RedisUnavailable(f"Redis unreachable while {what}: {type(exc).__name__}") from None
+        reason = type(exc).__name__
+        raise RedisUnavailable(f"Redis unreachable{at} while {what}: {reason}") from None
     except RedisError as exc:
-        raise StoreError(f"Redis error while {what}: {exc}") from None
+        raise StoreError(f"Redis error{at} while {what}: {exc}") from None
 
 
 def check_key_template(template: str) -> str:
@@ -218,7 +235,7 @@ def read_frames_sync(client: redis.Redis, keys: Sequence[str]) -> list[pd.DataFr
     pipe = client.pipeline(transaction=False)
     for key in keys:
         pipe.zrange(key, 0, -1)
-    with translate_redis_errors("reading series"):
+    with translate_redis_errors("reading series", client):
         raw = pipe.execute()
     return [frame_from_members(members) for members in raw]
 
@@ -289,7 +306,7 @@ class CandleStore:
 
     async def ping(self) -> None:
         """Fail fast (RedisUnavailable) when Redis cannot be reached."""
-        with translate_redis_errors("connecting"):
+        with translate_redis_errors("connecting", self.client):
             await self.client.ping()
 
     async def write(self, symbol: str, tf: Timeframe, candles: Sequence[Candle]) -> SeriesInfo:
@@ -300,7 +317,7 @@ class CandleStore:
         key = self.key(symbol, tf)
         for delay in (*self.write_backoff_s, None):
             try:
-                with translate_redis_errors(f"writing {symbol} {tf.name}"):
+                with translate_redis_errors(f"writing {symbol} {tf.name}", self.client):
                     count, first, last = await self._write(keys=[key], args=args)
                 return SeriesInfo(int(count), _score(first), _score(last))
             except RedisUnavailable:
@@ -317,7 +334,7 @@ class CandleStore:
                 pipe.zcard(key)
                 pipe.zrange(key, 0, 0, withscores=True)
                 pipe.zrange(key, -1, -1, withscores=True)
-            with translate_redis_errors("reading series info"):
+            with translate_redis_errors("reading series info", self.client):
                 raw = await pipe.execute()
         out = []
         for i in range(0, len(raw), 3):
@@ -333,6 +350,6 @@ class CandleStore:
 
     async def read(self, symbol: str, tf: Timeframe) -> pd.DataFrame:
         """One series as the analysis DataFrame (oldest first, UTC index)."""
-        with translate_redis_errors(f"reading {symbol} {tf.name}"):
+        with translate_redis_errors(f"reading {symbol} {tf.name}", self.client):
             members = await self.client.zrange(self.key(symbol, tf), 0, -1)
         return frame_from_members(members)

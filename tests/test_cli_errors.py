@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from conftest import RedisServer
 
 from livermore_nb.candles import Candle, aggregate
 from livermore_nb.cli import main
@@ -230,3 +231,49 @@ def test_a_ctrl_c_while_modules_load_exits_130_without_a_traceback(tmp_path: Pat
 
 def test_exit_codes_are_distinct() -> None:
     assert len({EXIT_USAGE, EXIT_NOT_READY, EXIT_REDIS}) == 3
+
+
+# ---------------------------------------------------------------- Redis errors (item 18)
+
+REDIS_PASSWORD = "Zq1-redis-Yw2"
+
+
+@pytest.fixture
+def locked_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private redis-server that wants ``REDIS_PASSWORD``, with a user that may only read."""
+    server = RedisServer(tmp_path, password=REDIS_PASSWORD).start()
+    with redis.Redis.from_url(server.url) as client:
+        client.execute_command("ACL", "SETUSER", "reader", "on", ">readpw", "~*", "+@read")
+    yield server
+    server.kill()
+
+
+def test_a_wrong_or_missing_redis_password_says_authentication_failed(
+    clean_env: None, locked_redis: RedisServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    where = f"127.0.0.1:{locked_redis.port}"
+    for url in (f"redis://:wrong-{REDIS_PASSWORD[::-1]}@{where}/0", f"redis://{where}/0"):
+        code, err = run_main(["backfill", "--symbols", "BTC-USD", "--redis-url", url], capsys)
+        assert code == EXIT_REDIS
+        one_line_error(err, f"Redis authentication failed at {where}")
+        assert "unreachable" not in err and REDIS_PASSWORD[::-1] not in err
+
+
+def test_an_acl_user_without_permission_is_named_with_the_host(
+    clean_env: None, locked_redis: RedisServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    where = f"127.0.0.1:{locked_redis.port}"
+    url = f"redis://reader:readpw@{where}/0"
+    code, err = run_main(["backfill", "--symbols", "BTC-USD", "--redis-url", url], capsys)
+    assert code == EXIT_REDIS
+    one_line_error(err, f"Redis at {where} refused")
+    assert "readpw" not in err
+
+
+def test_an_unreachable_redis_is_named_by_host_and_port(
+    clean_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"redis://:{REDIS_PASSWORD}@127.0.0.1:1/0"
+    code, err = run_main(["backfill", "--symbols", "BTC-USD", "--redis-url", url], capsys)
+    assert code == EXIT_REDIS
+    one_line_error(err, "Redis unreachable at 127.0.0.1:1 while connecting")
