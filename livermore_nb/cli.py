@@ -153,16 +153,10 @@ def format_report(report: BackfillReport) -> str:
 async def run_with_signals(config: BackfillConfig, sink: Any) -> BackfillReport:
     """Run a backfill; SIGINT/SIGTERM stop it cleanly (written series stay)."""
     from .backfill import backfill
+    from .startup import stop_on_signals
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
+    with stop_on_signals() as stop:
         return await backfill(config, on_event=sink, stop=stop)
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
@@ -248,10 +242,21 @@ def add_startup_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", nargs="*", metavar="-- COMMAND", help="run when the gate passes")
 
 
+def explain_failure(report: dict[str, Any] | None) -> list[str]:
+    """Lines for stderr saying why a run is not ready: its error and the series it failed."""
+    if not report or report.get("ready"):
+        return []
+    lines = [f"livermore-nb: error: {report['error']}"] if report.get("error") else []
+    bad = [s for s in report.get("series", []) if s.get("status") != "ready"]
+    lines += [f"  {s['symbol']} {s['timeframe']}: {s['status']} ({s['error']})" for s in bad[:20]]
+    return lines + ([f"  … and {len(bad) - 20} more"] if len(bad) > 20 else [])
+
+
 def cmd_startup(args: argparse.Namespace) -> int:
     """``livermore-nb startup``: run backfill.ipynb headlessly, then COMMAND if the gate allows."""
-    from .startup import exec_command, read_report, run_backfill_notebook
+    from .startup import claim_report, exec_command, read_report, run_backfill_notebook
 
+    claim_report(args.report)  # before anything else: fail now if it cannot be written
     config = config_from_args(args)
     if args.output_notebook:
         output = Path(args.output_notebook)
@@ -261,13 +266,18 @@ def cmd_startup(args: argparse.Namespace) -> int:
         output = Path(name)
     with tempfile.TemporaryDirectory(prefix="livermore-nb-") as tmp:
         report_path = Path(args.report or Path(tmp) / "report.json")
-        code = run_backfill_notebook(
-            config, output=output, report_path=report_path, progress=sys.stderr.isatty()
-        )
+        try:
+            code = run_backfill_notebook(
+                config, output=output, report_path=report_path, progress=sys.stderr.isatty()
+            )
+        except OSError as exc:
+            raise ConfigError(f"cannot write the notebook {output}: {exc.strerror}") from None
         report = read_report(report_path)
     statuses = Counter(s["status"] for s in report["series"]) if report else Counter()
     summary = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()))
-    print(f"startup: exit {code} ({summary or 'no report'}); notebook: {output}", file=sys.stderr)
+    print(f"startup: exit {code} ({summary or 'no series'}); notebook: {output}", file=sys.stderr)
+    for line in explain_failure(report):
+        print(line, file=sys.stderr)
     gate_open = code == EXIT_OK or (code == EXIT_NOT_READY and args.allow_partial)
     if args.run and gate_open:
         exec_command(args.run)
@@ -343,7 +353,7 @@ def run_command(args: argparse.Namespace) -> int:
         return int(args.func(args))
     except LivermoreError as exc:
         report = getattr(args, "report", None)
-        if report and args.command == "backfill":
+        if report and args.command in ("backfill", "startup"):
             from .startup import write_failure_report
 
             write_failure_report(report, str(exc), exc.exit_code)

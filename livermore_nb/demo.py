@@ -66,13 +66,17 @@ async def clear_embedded(config: BackfillConfig) -> None:
 
 
 async def backfill_offline(
-    config: BackfillConfig, *, on_event: EventSink | None = None, extend_history: bool = True
+    config: BackfillConfig,
+    *,
+    on_event: EventSink | None = None,
+    extend_history: bool = True,
+    stop: asyncio.Event | None = None,
 ) -> BackfillReport:
     """Backfill ``config`` in full from a fresh emulator (its data re-anchors at every start)."""
     config = replace(config, full=True)
     await clear_embedded(config)
     with offline_coinbase(extend_history=extend_history) as env:
-        return await backfill(config, env={**os.environ, **env}, on_event=on_event)
+        return await backfill(config, env={**os.environ, **env}, on_event=on_event, stop=stop)
 
 
 async def ensure_offline_cache(
