@@ -39,7 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
 
 warmup: $(STAMP)
-	$(BIN)/python -m benchmarks.warmup --data ../shared/data --out docs/warmup.md
+	$(BIN)/python -m benchmarks.warmup --data livermore_nb/data --out docs/warmup.md
 
 images: $(STAMP)
 	$(BIN)/python docs/render_images.py docs/img

@@ -1,8 +1,8 @@
 """The offline demo: the emulator, an embedded Redis, a 25-symbol backfill, the table.
 
 ``python -m livermore_nb.demo`` (``make demo``) needs no network, no Redis server
-and no Coinbase key. The recorded products (BTC, ETH, DOGE, XTZ) hold ~32 days
-of real 1-minute candles; to reach 300 daily candles the emulator serves a
+and no Coinbase key. The recorded products hold real 1-minute candles for ~32
+days (BTC, ETH, DOGE) and ~88 days (XTZ); to reach 300 daily candles the emulator serves a
 seeded synthetic walk *before* the recorded span (``extend_history``), and the
 21 other products are synthetic throughout. The demo says so when it ends.
 """
@@ -113,7 +113,7 @@ def main() -> int:
     print(format_report(report))
     print(
         "\nData: " + ", ".join(RECORDED) + " are real Coinbase 1-minute candles (Nov–Dec 2023, "
-        "time-shifted to now) for their newest ~32 days; older candles and the other "
+        "time-shifted to now) for their newest ~32 days (XTZ-USD ~88); older candles and the other "
         f"{len(DEFAULT_SYNTHETIC)} products are a seeded synthetic walk from the emulator."
     )
     return report.exit_code
