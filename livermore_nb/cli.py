@@ -93,6 +93,15 @@ def add_backfill_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--full", action="store_true", help="refetch series already in Redis")
     parser.add_argument("--page-size", type=int, default=defaults.page_size)
     parser.add_argument("--timeout", type=float, default=defaults.timeout_s, help="per request, s")
+    parser.add_argument(
+        "--deadline", type=float, default=defaults.deadline_s,
+        help="time budget of the whole run, s (0 = none; at the deadline: exit 3); "
+        "default: %(default)g",
+    )  # fmt: skip
+    parser.add_argument(
+        "--redis-timeout", type=float, default=defaults.redis_timeout_s,
+        help="longest wait for one Redis reply, s (a hung Redis: exit 4); default: %(default)g",
+    )  # fmt: skip
     parser.add_argument("--report", metavar="FILE.json", help="write the report JSON here")
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
 
@@ -112,7 +121,8 @@ def config_from_args(args: argparse.Namespace) -> BackfillConfig:
     """Build the BackfillConfig the options describe (ConfigError when they are invalid)."""
     from .backfill import BackfillConfig
 
-    for flag, value in (("--rate", args.rate), ("--timeout", args.timeout)):
+    numbers = [("--rate", args.rate), ("--timeout", args.timeout)]
+    for flag, value in [*numbers, ("--redis-timeout", args.redis_timeout)]:
         if value is not None and not math.isfinite(value):
             raise ConfigError(f"{flag} must be a finite number, got {value}")
     return BackfillConfig(
@@ -133,6 +143,8 @@ def config_from_args(args: argparse.Namespace) -> BackfillConfig:
         full=args.full,
         page_size=args.page_size,
         timeout_s=args.timeout,
+        deadline_s=args.deadline,
+        redis_timeout_s=args.redis_timeout,
     )
 
 
@@ -140,13 +152,7 @@ def format_report(report: BackfillReport) -> str:
     """The per-series table and a one-line verdict, for people."""
     frame = report.to_frame()
     table = frame.fillna("—").to_string(index=False) if len(frame) else "(no series)"
-    verdict = "READY" if report.ready else "NOT READY"
-    counts = frame["status"].value_counts().to_dict() if len(frame) else {}
-    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-    line = (
-        f"{verdict}: {summary} in {report.duration_s:.1f}s, {report.requests} requests, "
-        f"{report.retries} retries, {report.rate_limited} rate-limited"
-    )
+    line = report.verdict()
     return f"{table}\n{line}" + (f"\nstopped early: {report.error}" if report.error else "")
 
 
@@ -181,6 +187,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 def add_emulator_options(parser: argparse.ArgumentParser) -> None:
     """Options of ``emulator``: where it listens, its data, limits and faults."""
+    from .emulator.config import DEFAULT_CONFIG as EMULATOR_DEFAULTS
+
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--data", metavar="DIR", help="recorded {PRODUCT}.csv.gz files")
@@ -191,6 +199,20 @@ def add_emulator_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout-rate", type=float, default=0, help="share of stalled answers")
     parser.add_argument("--malformed-rate", type=float, default=0, help="share of broken bodies")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--four-hour",
+        action=argparse.BooleanOptionalAction,
+        default=EMULATOR_DEFAULTS.four_hour,
+        help="serve the FOUR_HOUR granularity (today's API) or not (the older one); default: "
+        + ("--four-hour" if EMULATOR_DEFAULTS.four_hour else "--no-four-hour"),
+    )
+    parser.add_argument(
+        "--max-buckets",
+        type=int,
+        default=EMULATOR_DEFAULTS.max_buckets,
+        metavar="N",
+        help="most buckets per request, e.g. 350 (today) or 300 (older); default: %(default)s",
+    )
     parser.add_argument(
         "--extend-history",
         action="store_true",
@@ -223,6 +245,8 @@ def cmd_emulator(args: argparse.Namespace) -> int:
         latency_ms=args.latency_ms,
         seed=args.seed,
         extend_history=args.extend_history,
+        four_hour=args.four_hour,
+        max_buckets=args.max_buckets,
         keys=keys,
         **rates,
     )

@@ -26,7 +26,8 @@ from .store import (
     format_key,
     read_frames_sync,
 )
-from .timeframes import TIMEFRAMES, parse_timeframes
+from .tables import duration
+from .timeframes import STALE_PERIODS, TIMEFRAMES, is_stale, parse_timeframes
 
 __all__ = [
     "COVERAGE_COLUMNS",
@@ -36,6 +37,7 @@ __all__ = [
     "load_series",
     "serializable",
     "series_gaps",
+    "staleness",
     "summarize",
     "warmup_table",
 ]
@@ -61,6 +63,7 @@ WARMUP_COLUMNS: tuple[str, ...] = (
     "symbol",
     "timeframe",
     "candles",
+    "stale",
     "macdv",
     "signal",
     "stage",
@@ -90,6 +93,34 @@ def _utc(now: pd.Timestamp | datetime | float | None) -> pd.Timestamp:
         return pd.Timestamp.now(tz="UTC")
     stamp = pd.Timestamp(now, unit="s") if isinstance(now, int | float) else pd.Timestamp(now)
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def staleness(
+    frame: pd.DataFrame,
+    timeframe: str,
+    clock: pd.Timestamp,
+    stale_periods: float,
+    *,
+    largest_gap: int | None = None,
+) -> tuple[pd.Timedelta, bool]:
+    """Time since ``frame``'s newest candle closed (NaT when empty) and whether it is stale.
+
+    Stale means empty, or :func:`~livermore_nb.timeframes.is_stale` (the gate's rule:
+    more periods closed since than ``stale_periods`` and than twice the series'
+    largest gap, measured from ``frame`` unless given): the one rule behind
+    ``coverage``'s ``stale``, the warmup table's trust and the readiness gate.
+    """
+    if not len(frame):
+        return pd.NaT, True
+    period_s = TIMEFRAMES[timeframe].seconds
+    if largest_gap is None:
+        steps = np.diff(frame.index.asi8) // (period_s * 10**9) if len(frame) > 1 else [1]
+        largest_gap = max(0, int(max(steps)) - 1)
+    age = clock - (frame.index[-1] + pd.Timedelta(seconds=period_s))
+    stale = is_stale(
+        age.total_seconds(), period_s, largest_gap=largest_gap, stale_periods=stale_periods
+    )
+    return age, stale
 
 
 def load_series(
@@ -133,24 +164,25 @@ def summarize(
     *,
     target: int = 300,
     now: pd.Timestamp | datetime | float | None = None,
-    stale_periods: float = 2.0,
+    stale_periods: float = STALE_PERIODS,
 ) -> pd.DataFrame:
     """One row per series (COVERAGE_COLUMNS), so a person sees at once what is short or old.
 
     ``missing`` counts the absent periods between first and last, ``largest_gap`` is
     the longest run of them (periods). ``age`` is the time since the newest candle
     *closed* (negative while it is still open); a series is ``stale`` when empty or
-    when more than ``stale_periods`` periods have closed since.
+    when more periods have closed since than ``stale_periods`` and than twice its
+    largest gap (:func:`~livermore_nb.timeframes.is_stale`, the gate's rule too).
     """
     clock = _utc(now)
     gaps = series_gaps(frames).groupby(["symbol", "timeframe"])["missing"]
     missing, largest = gaps.sum().to_dict(), gaps.max().to_dict()
     rows = []
     for (symbol, tf), frame in frames.items():
-        period = pd.Timedelta(seconds=TIMEFRAMES[tf].seconds)
         first = frame.index[0] if len(frame) else pd.NaT
         last = frame.index[-1] if len(frame) else pd.NaT
-        age = clock - (last + period) if len(frame) else pd.NaT
+        largest_gap = int(largest.get((symbol, tf), 0))
+        age, stale = staleness(frame, tf, clock, stale_periods, largest_gap=largest_gap)
         rows.append(
             {
                 "symbol": symbol,
@@ -160,9 +192,9 @@ def summarize(
                 "first": first,
                 "last": last,
                 "missing": int(missing.get((symbol, tf), 0)),
-                "largest_gap": int(largest.get((symbol, tf), 0)),
+                "largest_gap": largest_gap,
                 "age": age,
-                "stale": bool(pd.isna(age) or age > stale_periods * period),
+                "stale": stale,
             }
         )
     out = pd.DataFrame(rows, columns=list(COVERAGE_COLUMNS))
@@ -184,7 +216,7 @@ def coverage(
     exchange_id: int = 1,
     target: int = 300,
     now: pd.Timestamp | datetime | float | None = None,
-    stale_periods: float = 2.0,
+    stale_periods: float = STALE_PERIODS,
 ) -> pd.DataFrame:
     """What Redis holds for each series now (see :func:`summarize` for the columns)."""
     frames = load_series(
@@ -202,44 +234,58 @@ def serializable(cov: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _warmup_row(frame: pd.DataFrame, min_candles: int, tolerance: float) -> dict[str, object]:
-    """Current MACD-V of one series and whether its warmup error is small enough to trust."""
+def _warmup_row(
+    frame: pd.DataFrame, age: pd.Timedelta, stale: bool, min_candles: int, tolerance: float
+) -> dict[str, object]:
+    """Current MACD-V of one series and whether it is fresh and warm enough to trust."""
     count = len(frame)
     latest = macdv(frame).iloc[-1] if count else None
     # The longest window whose full-history reference is warm (warmup_errors needs 2×N bars).
     n = count // 2
     error = float(warmup_errors(frame, [n], ends=1)["last"].iloc[0]) if n >= 30 else np.nan
+    reasons = []
     if count < min_candles:
-        reason = f"{count} < {min_candles} candles"
+        reasons.append(f"{count} < {min_candles} candles")
     elif np.isnan(error):
-        reason = "too little history to measure the warmup error"
+        reasons.append("too little history to measure the warmup error")
     elif error >= tolerance:
-        reason = f"warmup error {error:.3g} ≥ {tolerance:g} at N={n}"
-    else:
-        reason = ""
+        reasons.append(f"warmup error {error:.3g} ≥ {tolerance:g} at N={n}")
+    if stale and count:  # an empty series is already short
+        reasons.append(f"stale: newest candle closed {duration(age)} ago")
     return {
         "candles": count,
+        "stale": stale,
         "macdv": np.nan if latest is None else latest["macdv"],
         "signal": np.nan if latest is None else latest["signal"],
         "stage": None if latest is None else latest["stage"],
         "checked_n": n if n >= 30 else None,
         "error": error,
-        "trustworthy": not reason,
-        "reason": reason,
+        "trustworthy": not reasons,
+        "reason": "; ".join(reasons),
     }
 
 
-def warmup_table(frames: Frames, *, min_candles: int = 150, tolerance: float = 0.5) -> pd.DataFrame:
+def warmup_table(
+    frames: Frames,
+    *,
+    min_candles: int = 150,
+    tolerance: float = 0.5,
+    now: pd.Timestamp | datetime | float | None = None,
+    stale_periods: float = 2.0,
+) -> pd.DataFrame:
     """Per series: current MACD-V and stage, and whether enough history backs it (WARMUP_COLUMNS).
 
     ``error`` is |MACD-V from the newest ``checked_n`` = ⌊candles / 2⌋ candles − MACD-V
     from all cached candles| at the newest candle. Errors shrink as N grows, so this
     over-estimates the error of the value computed from every cached candle: a series
-    is trustworthy when it holds ``min_candles`` and this bound is below ``tolerance``
-    (MACD-V points).
+    is trustworthy when it holds ``min_candles``, is not ``stale`` (the rule of
+    :func:`staleness`, as in :func:`summarize`) and this bound is below ``tolerance``
+    (MACD-V points). ``reason`` names every rule a series fails.
     """
-    rows = [
-        {"symbol": symbol, "timeframe": tf, **_warmup_row(frame, min_candles, tolerance)}
-        for (symbol, tf), frame in frames.items()
-    ]
+    clock = _utc(now)
+    rows = []
+    for (symbol, tf), frame in frames.items():
+        age, stale = staleness(frame, tf, clock, stale_periods)
+        row = _warmup_row(frame, age, stale, min_candles, tolerance)
+        rows.append({"symbol": symbol, "timeframe": tf, **row})
     return pd.DataFrame(rows, columns=list(WARMUP_COLUMNS))

@@ -13,8 +13,10 @@
     │   └── MalformedResponse       a body that is not the documented JSON: retried
     ├── InvalidCandle               a candle that fails validation: never written
     ├── StoreError                  Redis problems
-    │   ├── RedisUnavailable        cannot reach Redis (exit 4)
-    │   └── RedisAuthError          Redis refused the password or the ACL user (exit 4)
+    │   ├── RedisOutOfMemory        over ``maxmemory``: the write was refused whole (exit 4)
+    │   ├── RedisAuthError          Redis refused the password or the ACL user (exit 4)
+    │   └── RedisUnavailable        cannot reach Redis (exit 4)
+    │       └── RedisTimeout        Redis accepted the connection but did not answer in time
     └── CommandNotFound             ``startup``'s COMMAND cannot be executed (exit 127)
 
 aiohttp and redis exceptions are translated into this tree at one boundary each
@@ -119,6 +121,14 @@ class StoreError(LivermoreError):
 
 class RedisUnavailable(StoreError):
     """Redis cannot be reached."""
+
+
+class RedisTimeout(RedisUnavailable):
+    """Redis did not answer within the socket timeout (hung or overloaded): not retried."""
+
+
+class RedisOutOfMemory(StoreError):
+    """Redis refused a write because it is over ``maxmemory``; nothing of it was applied."""
 
 
 class RedisAuthError(StoreError):

@@ -27,12 +27,22 @@ import orjson
 import pandas as pd
 import redis
 import redis.asyncio as aioredis
-from redis.exceptions import AuthenticationError, NoPermissionError, RedisError
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import AuthenticationError, NoPermissionError, OutOfMemoryError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry as SyncRetry
 
 from .candles import Candle, candle_time, to_frame
-from .errors import ConfigError, RedisAuthError, RedisUnavailable, StoreError
+from .errors import (
+    ConfigError,
+    RedisAuthError,
+    RedisOutOfMemory,
+    RedisTimeout,
+    RedisUnavailable,
+    StoreError,
+)
 from .timeframes import Timeframe
 
 DEFAULT_KEY_TEMPLATE = "candles:{user_id}:{exchange_id}:{symbol}:{timeframe}"
@@ -41,18 +51,56 @@ DEFAULT_EMBEDDED_DB = Path.home() / ".cache" / "livermore-nb" / "redis.db"
 WRITE_BACKOFF_S: tuple[float, ...] = (0.1, 0.3, 0.6, 1.0)
 """Pauses between retries of a series write that lost Redis (a restart, a dropped connection)."""
 
+MAX_KEEP = 10_000_000
+"""Largest ``keep`` (members per series) the write script accepts."""
+MAX_TTL_S = 2**31 - 1
+"""Largest ``ttl`` (s, ~68 years): Redis rejects an EXPIRE that overflows, after the writes."""
+REDIS_CONNECT_TIMEOUT_S = 5.0
+REDIS_TIMEOUT_S = 10.0
+"""How long one Redis command may go unanswered before the run gives up (a hung server)."""
+
 # KEYS[1] = series key; ARGV = keep, ttl, the scores joined by spaces, the members joined by
-# newlines (compact JSON holds none). Two arguments instead of two per candle: redis-py packs
-# every argument in Python, which cost more than everything else a write does.
+# newlines (compact JSON holds none), replace ("1": a full rewrite). Two arguments instead of
+# two per candle: redis-py packs every argument in Python, which cost more than everything
+# else a write does. Every argument is checked before the first write, because a script that
+# fails half-way keeps what it wrote. The first write is a ZADD (a command Redis refuses over
+# maxmemory) that changes nothing: over maxmemory the script stops there, before any delete or
+# add, instead of growing Redis past its limit. A full rewrite first drops every member in the
+# span of the new candles, so no older candle survives in the gaps of the new fetch.
 WRITE_SERIES_LUA = """
 local key = KEYS[1]
 local keep = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
-local next_score = string.gmatch(ARGV[3], '%S+')
+if not keep or keep < 0 or keep > MAX_KEEP or keep % 1 ~= 0 then
+  return redis.error_reply('ERR livermore-nb: keep must be an integer 0..MAX_KEEP')
+end
+if not ttl or ttl < 0 or ttl > MAX_TTL or ttl % 1 ~= 0 then
+  return redis.error_reply('ERR livermore-nb: ttl must be an integer 0..MAX_TTL')
+end
+local scores, members = {}, {}
+for score in string.gmatch(ARGV[3], '%S+') do
+  if not tonumber(score) then
+    return redis.error_reply('ERR livermore-nb: a score is not a number')
+  end
+  scores[#scores + 1] = score
+end
 for member in string.gmatch(ARGV[4], '[^\\n]+') do
-  local score = next_score()
-  redis.call('ZREMRANGEBYSCORE', key, score, score)
-  redis.call('ZADD', key, score, member)
+  members[#members + 1] = member
+end
+if #members ~= #scores then
+  return redis.error_reply('ERR livermore-nb: scores and members differ in number')
+end
+if #members > 0 then
+  redis.call('ZADD', key, 'XX', scores[1], members[1])
+  if ARGV[5] == '1' then
+    redis.call('ZREMRANGEBYSCORE', key, scores[1], scores[#scores])
+  end
+  for i = 1, #members do
+    if ARGV[5] ~= '1' then
+      redis.call('ZREMRANGEBYSCORE', key, scores[i], scores[i])
+    end
+    redis.call('ZADD', key, scores[i], members[i])
+  end
 end
 if keep > 0 then
   redis.call('ZREMRANGEBYRANK', key, 0, -keep - 1)
@@ -65,7 +113,7 @@ end
 local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
 local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
 return {redis.call('ZCARD', key), first[2] or false, last[2] or false}
-"""
+""".replace("MAX_KEEP", str(MAX_KEEP)).replace("MAX_TTL", str(MAX_TTL_S))
 
 _embedded: dict[Path, Any] = {}
 
@@ -155,28 +203,55 @@ def _stop_unless_shared(server: Any, name: str) -> None:
 
 
 def resolve_redis_url(url: str | None) -> str:
-    """The Redis URL to use: ``url``, else ``$REDIS_URL``, else the embedded server."""
-    return url or os.environ.get("REDIS_URL") or embedded_redis_url()
+    """The Redis URL to use: ``url``, else ``$REDIS_URL``, else the embedded server.
+
+    An empty URL (``REDIS_URL=''``, ``--redis-url ''``) is a ConfigError, not a quiet
+    switch to the embedded server: it is a deployment mistake, not a choice.
+    """
+    if url is None:
+        url = os.environ.get("REDIS_URL")
+        if url is None:
+            return embedded_redis_url()
+    if not url.strip():
+        raise ConfigError(
+            "the Redis URL is empty (REDIS_URL='' or --redis-url ''): give a redis:// URL, "
+            "or unset REDIS_URL for the embedded Redis"
+        )
+    return url
 
 
-def _from_url(factory: Callable[..., Any], url: str | None) -> Any:
-    """A client from ``factory`` for the resolved, checked URL; ConfigError when invalid."""
+def _from_url(factory: Callable[..., Any], url: str | None, retry: Any, timeout_s: float) -> Any:
+    """A client from ``factory`` for the resolved, checked URL; ConfigError when invalid.
+
+    redis-py retries a dropped connection (a restart) but not a timeout: a Redis that
+    does not answer is reported after ``timeout_s``, not after four of them.
+    """
     resolved = check_redis_url(resolve_redis_url(url))
     try:
-        return factory(resolved, socket_connect_timeout=5, socket_timeout=30)
+        return factory(
+            resolved,
+            socket_connect_timeout=min(REDIS_CONNECT_TIMEOUT_S, timeout_s),
+            socket_timeout=timeout_s,
+            retry=retry,
+        )
     except ValueError as exc:
         reason = safe_reason(resolved, str(exc))
         raise ConfigError(f"invalid Redis URL {redact_url(resolved)!r}: {reason}") from None
 
 
-def connect(url: str | None = None) -> aioredis.Redis:
+def _retry_reconnects(retry_class: Any) -> Any:
+    """redis-py's default retry (3 tries, jittered backoff), for dropped connections only."""
+    return retry_class(ExponentialWithJitterBackoff(), 3, supported_errors=(RedisConnectionError,))
+
+
+def connect(url: str | None = None, *, timeout_s: float = REDIS_TIMEOUT_S) -> aioredis.Redis:
     """An asyncio Redis client for ``url`` (see :func:`resolve_redis_url`)."""
-    return _from_url(aioredis.from_url, url)
+    return _from_url(aioredis.from_url, url, _retry_reconnects(AsyncRetry), timeout_s)
 
 
-def connect_sync(url: str | None = None) -> redis.Redis:
+def connect_sync(url: str | None = None, *, timeout_s: float = REDIS_TIMEOUT_S) -> redis.Redis:
     """A synchronous Redis client for ``url``, for notebooks and reports that need no loop."""
-    return _from_url(redis.Redis.from_url, url)
+    return _from_url(redis.Redis.from_url, url, _retry_reconnects(SyncRetry), timeout_s)
 
 
 def redis_location(client: Any) -> str:
@@ -200,7 +275,17 @@ def translate_redis_errors(what: str, client: Any = None) -> Iterator[None]:
         ) from None
     except NoPermissionError as exc:
         raise RedisAuthError(f"Redis{at} refused the ACL user while {what}: {exc}") from None
-    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+    except RedisTimeoutError:
+        raise RedisTimeout(
+            f"Redis{at} did not answer while {what} (hung or overloaded?): gave up after the "
+            "socket timeout"
+        ) from None
+    except OutOfMemoryError:
+        raise RedisOutOfMemory(
+            f"Redis{at} is out of memory (over maxmemory) while {what}: that write was refused "
+            "whole; free memory or raise maxmemory"
+        ) from None
+    except (RedisConnectionError, OSError) as exc:
         reason = type(exc).__name__
         raise RedisUnavailable(f"Redis unreachable{at} while {what}: {reason}") from None
     except RedisError as exc:
@@ -328,19 +413,25 @@ class CandleStore:
         with translate_redis_errors("connecting", self.client):
             await self.client.ping()
 
-    async def write(self, symbol: str, tf: Timeframe, candles: Sequence[Candle]) -> SeriesInfo:
-        """Write one series atomically; returns what the series holds afterwards."""
+    async def write(
+        self, symbol: str, tf: Timeframe, candles: Sequence[Candle], *, replace: bool = False
+    ) -> SeriesInfo:
+        """Write one series atomically; returns what the series holds afterwards.
+
+        ``replace`` (a full, cold fetch): the candles replace every member between
+        their first and last open time, so none of an older source stays in the gaps.
+        """
         scores = " ".join(map(str, map(candle_time, candles)))
         members = members_blob(candles, symbol, tf.name)
-        args: list[Any] = [self.keep, self.ttl, scores, members]
+        args: list[Any] = [self.keep, self.ttl, scores, members, "1" if replace else "0"]
         key = self.key(symbol, tf)
         for delay in (*self.write_backoff_s, None):
             try:
                 with translate_redis_errors(f"writing {symbol} {tf.name}", self.client):
                     count, first, last = await self._write(keys=[key], args=args)
                 return SeriesInfo(int(count), _score(first), _score(last))
-            except RedisUnavailable:
-                if delay is None:
+            except RedisUnavailable as exc:
+                if delay is None or isinstance(exc, RedisTimeout):
                     raise
                 await asyncio.sleep(delay)  # the script is atomic and idempotent: safe to rerun
         raise AssertionError("unreachable: the last attempt returns or raises")

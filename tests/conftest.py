@@ -67,20 +67,62 @@ async def emulator(ec_key: TestKey) -> AsyncIterator[Emulator]:
         yield emu
 
 
-@pytest.fixture
-def key_env(ec_key: TestKey, emulator: Emulator) -> dict[str, str]:
-    """An environment pointing the client at the emulator with ``ec_key``."""
+API_REGIMES: dict[str, tuple[bool, int]] = {
+    "today": (True, 350),
+    "no-four-hour": (False, 350),
+    "older": (False, 300),
+}
+"""(four_hour, max_buckets) of each API regime Coinbase has been seen in."""
+
+
+@pytest.fixture(params=list(API_REGIMES.values()), ids=list(API_REGIMES))
+async def emulator_regime(
+    ec_key: TestKey, request: pytest.FixtureRequest
+) -> AsyncIterator[Emulator]:
+    """``emulator`` in one API regime: each of ``API_REGIMES`` unless parametrized indirectly.
+
+    A test using it runs once per regime; pick others with
+    ``@pytest.mark.parametrize("emulator_regime", [(False, 300)], indirect=True)``.
+    """
+    four_hour, max_buckets = request.param
+    config = EmulatorConfig(
+        keys={ec_key.name: ec_key.public_key}, four_hour=four_hour, max_buckets=max_buckets
+    )
+    async with Emulator(config) as emu:
+        yield emu
+
+
+def client_env(key: TestKey, emulator: Emulator) -> dict[str, str]:
+    """An environment pointing the client at ``emulator`` with ``key``."""
+    assert emulator.url is not None
     return {
         "COINBASE_API_URL": emulator.url,
-        "COINBASE_API_KEY_NAME": ec_key.name,
-        "COINBASE_API_PRIVATE_KEY": ec_key.secret,
+        "COINBASE_API_KEY_NAME": key.name,
+        "COINBASE_API_PRIVATE_KEY": key.secret,
     }
 
 
-class RedisServer:
-    """A private ``redis-server`` on a free port (AOF on), for tests that kill or restart it."""
+@pytest.fixture
+def key_env(ec_key: TestKey, emulator: Emulator) -> dict[str, str]:
+    """An environment pointing the client at the emulator with ``ec_key``."""
+    return client_env(ec_key, emulator)
 
-    def __init__(self, directory: Path, password: str | None = None) -> None:
+
+@pytest.fixture
+def regime_env(ec_key: TestKey, emulator_regime: Emulator) -> dict[str, str]:
+    """``key_env`` for ``emulator_regime``."""
+    return client_env(ec_key, emulator_regime)
+
+
+class RedisServer:
+    """A private ``redis-server`` on a free port (AOF on), for tests that kill or restart it.
+
+    ``persist=False`` runs it without AOF or snapshots: a restart comes back empty.
+    """
+
+    def __init__(
+        self, directory: Path, password: str | None = None, *, persist: bool = True
+    ) -> None:
         import socket
 
         with socket.socket() as sock:
@@ -88,6 +130,7 @@ class RedisServer:
             self.port = sock.getsockname()[1]
         self.directory = directory
         self.password = password
+        self.persist = persist
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -99,8 +142,8 @@ class RedisServer:
     def start(self) -> RedisServer:
         """Start (or restart, reloading the AOF) and wait until it answers PING."""
         args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
-        args += ["--dir", str(self.directory), "--save", "", "--appendonly", "yes"]
-        args += ["--appendfsync", "always"]
+        args += ["--dir", str(self.directory), "--save", ""]
+        args += ["--appendonly", "yes", "--appendfsync", "always"] if self.persist else []
         args += ["--requirepass", self.password] if self.password else []
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
