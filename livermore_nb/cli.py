@@ -1,7 +1,8 @@
 """The ``livermore-nb`` command: parses options, builds configs, calls the library.
 
 Exit codes (DESIGN.md): 0 ready; 2 usage or configuration error; 3 some series
-short or failed; 4 Redis unreachable; 5 authentication rejected. Each
+short or failed; 4 Redis unreachable or refusing the credentials (the message
+says which); 5 Coinbase rejected the key. Each
 :class:`~livermore_nb.errors.LivermoreError` carries its own code. ``startup``
 exits with the backfill's code, or becomes COMMAND when the gate lets it run
 (127 if COMMAND cannot be executed).
