@@ -38,6 +38,7 @@ from .errors import (
     UpstreamError,
 )
 from .macdv import find_gaps
+from .products import hints, list_products, syntax_guess
 from .ratelimit import Pacer, RequestStats, RetryPolicy
 from .store import (
     DEFAULT_KEY_TEMPLATE,
@@ -51,6 +52,7 @@ from .store import (
 )
 from .timeframes import (
     DEFAULT_TIMEFRAMES,
+    ISO_UTC,
     STALE_PERIODS,
     Timeframe,
     get_timeframe,
@@ -78,7 +80,9 @@ def parse_symbols(symbols: str | Sequence[str]) -> tuple[str, ...]:
         raise ConfigError("no symbols given")
     for symbol in cleaned:
         if not SYMBOL_RE.match(symbol):
-            raise ConfigError(f"malformed symbol {symbol!r} (expected a product id like BTC-USD)")
+            guess = syntax_guess(symbol)
+            hint = f"did you mean {guess}?" if guess and SYMBOL_RE.match(guess) else "like BTC-USD"
+            raise ConfigError(f"malformed symbol {symbol!r} (expected a product id; {hint})")
     return tuple(dict.fromkeys(cleaned))
 
 
@@ -114,6 +118,7 @@ class BackfillConfig:
     deadline_s: float = DEFAULT_DEADLINE_S
     """Time budget of the whole run (s, 0 = none): at the deadline it stops with exit 3."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    """Tries per request, backoff and the 429 cool-down."""
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -303,13 +308,21 @@ class SeriesResult:
     """How one series ended: candles now in Redis, first/last open time, status."""
 
     symbol: str
+    """Product id, e.g. ``BTC-USD``."""
     timeframe: str
+    """Timeframe name, e.g. ``5m`` or ``4h``."""
     candles: int = 0
+    """Candles the series holds in Redis after the run (count)."""
     first: str | None = None
+    """Open time of its oldest candle in Redis, ISO-8601 UTC (``2024-04-04T00:00:00Z``)."""
     last: str | None = None
+    """Open time of its newest candle in Redis, ISO-8601 UTC; null for both when empty."""
     status: str = "failed"
+    """``ready`` (≥ ``min_candles``), ``short`` (fewer) or ``failed`` (see ``error``)."""
     error: str | None = None
+    """Why the series is short or failed ("did you mean" for unknown products); null if ready."""
     fetched: int = 0
+    """Candles this run wrote to the series (count; 0 when it was already current)."""
 
 
 @dataclass
@@ -317,11 +330,17 @@ class BackfillReport:
     """The outcome of a backfill: the readiness gate, counters, and one row per series."""
 
     ready: bool
+    """The readiness gate: every series ``ready`` and the run not stopped early."""
     duration_s: float
+    """Wall time of the run (seconds)."""
     requests: int
+    """HTTP requests sent, retries and a products list included (count)."""
     retries: int
+    """Requests that were retries after a 429, 5xx, timeout or malformed body (count)."""
     rate_limited: int
+    """Answers that were HTTP 429 (count)."""
     series: list[SeriesResult]
+    """One entry per (symbol, timeframe), in plan order."""
     error: str | None = None
     """Why the run stopped early (authentication, Redis, interruption), if it did."""
     fatal_exit_code: int | None = None
@@ -385,7 +404,7 @@ def _iso(ms: int | None) -> str | None:
     """Milliseconds since epoch as an ISO-8601 UTC string."""
     if ms is None:
         return None
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime(ISO_UTC)
 
 
 NOT_STARTED = "not started"
@@ -677,6 +696,8 @@ async def backfill(
             )
             with _fewer_collections():
                 error, code = await _run_workers(run, tasks, config.concurrency, stop, deadline)
+            if run.unknown and error is None:
+                await _explain_unknown(run)
         if code != EXIT_REDIS:
             try:
                 await run.regate(clock())
@@ -711,6 +732,23 @@ async def backfill(
         }
     )
     return report
+
+
+async def _explain_unknown(run: _Run) -> None:
+    """Add "did you mean" to the errors of products the API 404'd: one products request.
+
+    Asked only after a 404, so a run whose symbols all exist sends no extra
+    request; the request is paced and counted like any other. If it fails, the
+    404s stand as they are.
+    """
+    try:
+        listed = await list_products(run.client)
+    except UpstreamError:
+        return
+    texts = hints(run.unknown, listed)
+    for key, result in run.results.items():
+        if result.symbol in texts:
+            run.results[key] = replace(result, error=f"{result.error}; {texts[result.symbol]}")
 
 
 async def _run_workers(

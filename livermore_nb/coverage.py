@@ -24,15 +24,27 @@ from .store import (
     check_key_template,
     connect_sync,
     format_key,
+    key_parser,
+    key_pattern,
     read_frames_sync,
+    scan_keys,
 )
 from .tables import duration
-from .timeframes import STALE_PERIODS, TIMEFRAMES, is_stale, parse_timeframes
+from .timeframes import (
+    DEFAULT_TIMEFRAMES,
+    ISO_UTC,
+    STALE_PERIODS,
+    TIMEFRAMES,
+    is_stale,
+    parse_timeframes,
+)
 
 __all__ = [
     "COVERAGE_COLUMNS",
     "GAP_COLUMNS",
     "WARMUP_COLUMNS",
+    "cached_series",
+    "check_problems",
     "coverage",
     "load_series",
     "serializable",
@@ -58,7 +70,28 @@ COVERAGE_COLUMNS: tuple[str, ...] = (
     "age",
     "stale",
 )
+"""Columns of :func:`coverage` and :func:`summarize`, one row per series:
+
+- ``symbol``: product id
+- ``timeframe``: timeframe name
+- ``candles``: candles Redis holds (count)
+- ``target``: candles wanted per series (``--target``, count)
+- ``first``: open time of the oldest candle (UTC timestamp; ISO-8601 in JSON/CSV)
+- ``last``: open time of the newest candle (UTC timestamp; ISO-8601 in JSON/CSV)
+- ``missing``: absent periods between first and last (count of periods)
+- ``largest_gap``: the longest run of absent periods (periods)
+- ``age``: time since the newest candle closed (Timedelta; ``age_s`` in seconds in JSON/CSV)
+- ``stale``: empty, or more than ``stale_periods`` periods closed since the newest candle
+"""
 GAP_COLUMNS: tuple[str, ...] = ("symbol", "timeframe", "start", "end", "missing")
+"""Columns of :func:`series_gaps`, one row per run of absent periods:
+
+- ``symbol``: product id
+- ``timeframe``: timeframe name
+- ``start``: open time of the first absent period (UTC timestamp)
+- ``end``: open time of the last absent period (UTC timestamp)
+- ``missing``: absent periods in the run (count of periods)
+"""
 WARMUP_COLUMNS: tuple[str, ...] = (
     "symbol",
     "timeframe",
@@ -72,6 +105,19 @@ WARMUP_COLUMNS: tuple[str, ...] = (
     "trustworthy",
     "reason",
 )
+"""Columns of :func:`warmup_table`, one row per series:
+
+- ``symbol``: product id
+- ``timeframe``: timeframe name
+- ``candles``: candles Redis holds (count)
+- ``macdv``: MACD-V at the newest candle (points)
+- ``signal``: its signal line at the newest candle (points)
+- ``stage``: MACD-V stage at the newest candle (see ``macdv.stages``)
+- ``checked_n``: N of the warmup check, ⌊candles / 2⌋ (count; empty below 30)
+- ``error``: MACD-V from the newest N candles minus from all, at the newest (points, absolute)
+- ``trustworthy``: holds ``min_candles`` and ``error`` is below the tolerance
+- ``reason``: why not trustworthy (empty when it is)
+"""
 
 
 @contextmanager
@@ -123,22 +169,56 @@ def staleness(
     return age, stale
 
 
+def cached_series(
+    redis: redis_py.Redis | str | None,
+    timeframes: str | Sequence[str] | None = None,
+    *,
+    key_template: str = DEFAULT_KEY_TEMPLATE,
+    user_id: int = 1,
+    exchange_id: int = 1,
+) -> list[Series]:
+    """Every series Redis holds under ``key_template`` (SCAN, never KEYS), by symbol then period.
+
+    Keys that match the template's glob but not its fields (another tool's data
+    under the same prefix) are skipped; ``timeframes`` (None = all) narrows the list.
+    """
+    parse = key_parser(key_template, user_id=user_id, exchange_id=exchange_id)
+    pattern = key_pattern(key_template, user_id=user_id, exchange_id=exchange_id)
+    wanted = None if timeframes is None else {tf.name for tf in parse_timeframes(timeframes)}
+    with _client(redis) as client:
+        keys = scan_keys(client, pattern)
+    found = {pair for key in keys if (pair := parse(key)) and (wanted is None or pair[1] in wanted)}
+    return sorted(found, key=lambda pair: (pair[0], TIMEFRAMES[pair[1]].seconds))
+
+
 def load_series(
     redis: redis_py.Redis | str | None,
-    symbols: str | Sequence[str],
-    timeframes: str | Sequence[str],
+    symbols: str | Sequence[str] | None = None,
+    timeframes: str | Sequence[str] | None = None,
     *,
     key_template: str = DEFAULT_KEY_TEMPLATE,
     user_id: int = 1,
     exchange_id: int = 1,
 ) -> dict[Series, pd.DataFrame]:
-    """Every series of ``symbols`` × ``timeframes`` as analysis frames (empty when absent)."""
+    """Every series of ``symbols`` × ``timeframes`` as analysis frames (empty when absent).
+
+    ``symbols=None`` reads every series the cache holds (:func:`cached_series`);
+    ``timeframes=None`` then means all of them, and with symbols the default five.
+    """
     check_key_template(key_template)
-    pairs = [(s, tf.name) for s in parse_symbols(symbols) for tf in parse_timeframes(timeframes)]
-    keys = [
-        format_key(key_template, s, tf, user_id=user_id, exchange_id=exchange_id) for s, tf in pairs
-    ]
     with _client(redis) as client:
+        if symbols is None:
+            pairs = cached_series(
+                client, timeframes, key_template=key_template, user_id=user_id,
+                exchange_id=exchange_id,
+            )  # fmt: skip
+        else:
+            tfs = parse_timeframes(DEFAULT_TIMEFRAMES if timeframes is None else timeframes)
+            pairs = [(s, tf.name) for s in parse_symbols(symbols) for tf in tfs]
+        keys = [
+            format_key(key_template, s, tf, user_id=user_id, exchange_id=exchange_id)
+            for s, tf in pairs
+        ]
         frames = read_frames_sync(client, keys)
     return dict(zip(pairs, frames, strict=True))
 
@@ -208,8 +288,8 @@ def summarize(
 
 def coverage(
     redis: redis_py.Redis | str | None,
-    symbols: str | Sequence[str],
-    timeframes: str | Sequence[str],
+    symbols: str | Sequence[str] | None = None,
+    timeframes: str | Sequence[str] | None = None,
     *,
     key_template: str = DEFAULT_KEY_TEMPLATE,
     user_id: int = 1,
@@ -218,7 +298,10 @@ def coverage(
     now: pd.Timestamp | datetime | float | None = None,
     stale_periods: float = STALE_PERIODS,
 ) -> pd.DataFrame:
-    """What Redis holds for each series now (see :func:`summarize` for the columns)."""
+    """What Redis holds for each series now (see :func:`summarize` for the columns).
+
+    Without ``symbols``, every series the cache holds (see :func:`load_series`).
+    """
     frames = load_series(
         redis, symbols, timeframes, key_template=key_template, user_id=user_id,
         exchange_id=exchange_id,
@@ -228,10 +311,29 @@ def coverage(
 
 def serializable(cov: pd.DataFrame) -> pd.DataFrame:
     """The coverage frame with ISO-8601 UTC times and ``age_s`` in seconds, for JSON and CSV."""
-    out = cov.drop(columns="age").assign(age_s=cov["age"].dt.total_seconds().round(3))
-    for column in ("first", "last"):
-        out[column] = cov[column].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return out
+    age_s = cov["age"].dt.total_seconds().round(3)
+    return cov.drop(columns="age").assign(**_iso_times(cov), age_s=age_s)
+
+
+def readable(cov: pd.DataFrame) -> pd.DataFrame:
+    """The coverage frame for a terminal: ISO-8601 UTC times (as in JSON, CSV and the report)."""
+    return cov.assign(**_iso_times(cov), age=cov["age"].dt.round("s"))
+
+
+def _iso_times(cov: pd.DataFrame) -> dict[str, pd.Series]:
+    """``first`` and ``last`` in the one date style (:data:`~livermore_nb.timeframes.ISO_UTC`)."""
+    return {column: cov[column].dt.strftime(ISO_UTC) for column in ("first", "last")}
+
+
+def check_problems(cov: pd.DataFrame, min_candles: int) -> list[str]:
+    """Why each series fails a health check: fewer than ``min_candles`` candles, or stale."""
+    problems = []
+    for row in cov.itertuples(index=False):
+        reasons = [f"{row.candles} < {min_candles} candles"] if row.candles < min_candles else []
+        reasons += ["stale"] if row.stale else []
+        if reasons:
+            problems.append(f"{row.symbol} {row.timeframe}: {', '.join(reasons)}")
+    return problems
 
 
 def _warmup_row(

@@ -187,7 +187,7 @@ def test_cli_coverage_formats(
     assert header.startswith("symbol,timeframe,candles,target,first,last,missing")
     assert main(base) == 0
     assert "BTC-USD" in capsys.readouterr().out
-    assert main(["coverage", "--timeframes", "1h", "--redis-url", redis_url]) == 2
+    assert main(["coverage", "--symbols", "BTC/USD", "--redis-url", redis_url]) == 2
     assert main(["coverage", "--symbols", "BTC-USD", "--redis-url", "redis://127.0.0.1:1"]) == 4
 
 
