@@ -7,6 +7,12 @@ A series is written by one Lua script, so it is atomic: one member per
 timestamp (a write replaces the member with the same score), then trimmed to
 the newest ``keep`` and given a TTL. redis errors become :class:`StoreError`
 here and nowhere else.
+
+``redis+cluster://`` (``rediss+cluster://`` with TLS) selects redis-py's Redis
+Cluster client; :func:`connect` and :func:`connect_sync` are the one place that
+decides. Every command here touches one key (or is a non-transactional pipeline,
+which redis-py splits by node), so nothing needs the keys in one slot and the
+candle keys keep the indicator service's names, without hash tags.
 """
 
 from __future__ import annotations
@@ -15,19 +21,19 @@ import asyncio
 import os
 import re
 import string
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import pandas as pd
 import redis
 import redis.asyncio as aioredis
+from redis.exceptions import ClusterDownError, RedisClusterException, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .candles import Candle, candle_time, to_frame
@@ -66,6 +72,12 @@ local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
 return {redis.call('ZCARD', key), first[2] or false, last[2] or false}
 """
 
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+"""URL schemes that select the Redis Cluster client, and the scheme redis-py takes for each."""
+
+AsyncRedis: TypeAlias = aioredis.Redis | aioredis.RedisCluster
+SyncRedis: TypeAlias = redis.Redis | redis.RedisCluster
+
 _embedded: dict[Path, Any] = {}
 
 
@@ -83,8 +95,10 @@ def check_redis_url(url: str) -> str:
     """Return ``url`` unless its database is not a number (redis-py would quietly use db 0)."""
     parts = urlsplit(url)
     db = parts.path.strip("/")
-    if parts.scheme in ("redis", "rediss") and db and not db.isdigit():
+    if parts.scheme in ("redis", "rediss", *CLUSTER_SCHEMES) and db and not db.isdigit():
         raise ConfigError(f"invalid Redis URL {redact_url(url)!r}: database {db!r} is not a number")
+    if parts.scheme in CLUSTER_SCHEMES and db not in ("", "0"):
+        raise ConfigError(f"invalid Redis URL {redact_url(url)!r}: a Redis Cluster has only db 0")
     return url
 
 
@@ -104,23 +118,47 @@ def resolve_redis_url(url: str | None) -> str:
     return url or os.environ.get("REDIS_URL") or embedded_redis_url()
 
 
-def _from_url(factory: Callable[..., Any], url: str | None) -> Any:
-    """A client from ``factory`` for the resolved, checked URL; ConfigError when invalid."""
+def _from_url(sync: bool, url: str | None) -> Any:
+    """A (cluster) client for the resolved, checked URL; ConfigError when it is invalid."""
     resolved = check_redis_url(resolve_redis_url(url))
+    scheme, _, rest = resolved.partition("://")
+    plain = CLUSTER_SCHEMES.get(scheme.lower())
+    factory = CLIENT_KINDS[(sync, plain is not None)].from_url
     try:
-        return factory(resolved, socket_connect_timeout=5, socket_timeout=30)
+        # the sync cluster client reads the cluster's topology here, so it can fail like a command
+        with translate_redis_errors("connecting"):
+            return factory(f"{plain}://{rest}" if plain else resolved, **CLIENT_OPTIONS)
     except ValueError as exc:
         raise ConfigError(f"invalid Redis URL {redact_url(resolved)!r}: {exc}") from None
 
 
-def connect(url: str | None = None) -> aioredis.Redis:
-    """An asyncio Redis client for ``url`` (see :func:`resolve_redis_url`)."""
-    return _from_url(aioredis.from_url, url)
+CLIENT_OPTIONS: dict[str, Any] = {"socket_connect_timeout": 5, "socket_timeout": 30}
+CLIENT_KINDS: dict[tuple[bool, bool], Any] = {
+    (False, False): aioredis.Redis,
+    (False, True): aioredis.RedisCluster,
+    (True, False): redis.Redis,
+    (True, True): redis.RedisCluster,
+}
+"""The client class by (synchronous?, cluster URL?)."""
 
 
-def connect_sync(url: str | None = None) -> redis.Redis:
-    """A synchronous Redis client for ``url``, for notebooks and reports that need no loop."""
-    return _from_url(redis.Redis.from_url, url)
+def connect(url: str | None = None) -> AsyncRedis:
+    """An asyncio client for ``url`` (see :func:`resolve_redis_url`); a cluster client for ``redis+cluster://``."""
+    return _from_url(False, url)
+
+
+def connect_sync(url: str | None = None) -> SyncRedis:
+    """A synchronous client for ``url``, for notebooks and reports that need no loop."""
+    return _from_url(True, url)
+
+
+def scan_keys(client: SyncRedis, pattern: str) -> list[str]:
+    """Every key matching ``pattern``, as text; on a cluster from every primary (SCAN on each)."""
+    with translate_redis_errors(f"listing keys {pattern!r}"):
+        return [
+            k.decode() if isinstance(k, bytes) else k
+            for k in client.scan_iter(match=pattern, count=1000)
+        ]
 
 
 @contextmanager
@@ -128,8 +166,10 @@ def translate_redis_errors(what: str) -> Iterator[None]:
     """Turn redis-py exceptions into the package's StoreError tree."""
     try:
         yield
-    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+    except (RedisConnectionError, RedisTimeoutError, ClusterDownError, OSError) as exc:
         raise RedisUnavailable(f"Redis unreachable while {what}: {type(exc).__name__}") from None
+    except RedisClusterException as exc:  # not a RedisError: no reachable node, slots not covered
+        raise RedisUnavailable(f"Redis Cluster unusable while {what}: {exc}") from None
     except RedisError as exc:
         raise StoreError(f"Redis error while {what}: {exc}") from None
 
@@ -173,8 +213,8 @@ def frame_from_members(members: Iterable[Any]) -> pd.DataFrame:
     )
 
 
-def read_frames_sync(client: redis.Redis, keys: Sequence[str]) -> list[pd.DataFrame]:
-    """Many series as analysis DataFrames in one pipelined round trip (sync client)."""
+def read_frames_sync(client: SyncRedis, keys: Sequence[str]) -> list[pd.DataFrame]:
+    """Many series as analysis DataFrames in one pipelined round trip (per node on a cluster)."""
     pipe = client.pipeline(transaction=False)
     for key in keys:
         pipe.zrange(key, 0, -1)
@@ -223,7 +263,7 @@ class CandleStore:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: AsyncRedis,
         *,
         key_template: str = DEFAULT_KEY_TEMPLATE,
         user_id: int | str = 1,
@@ -270,7 +310,7 @@ class CandleStore:
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def info(self, series: Sequence[tuple[str, Timeframe]]) -> list[SeriesInfo]:
-        """Count and first/last open time of many series in one round trip."""
+        """Count and first/last open time of many series in one round trip (one per node)."""
         async with self.client.pipeline(transaction=False) as pipe:
             for symbol, tf in series:
                 key = self.key(symbol, tf)
