@@ -201,7 +201,7 @@ class LocalCluster:
             args = ["redis-server", "--port", str(port), "--cluster-port", str(bus)]
             args += ["--bind", "127.0.0.1", "--dir", str(self.directory), "--save", ""]
             args += ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf"]
-            args += ["--cluster-node-timeout", "1000"]
+            args += ["--cluster-node-timeout", "1000", "--cluster-allow-reads-when-down", "yes"]
             args += ["--requirepass", self.password] if self.password else []
             self.procs.append(
                 subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -236,3 +236,11 @@ class LocalCluster:
         """Kill every node."""
         for index in range(len(self.procs)):
             self.kill(index)
+
+
+@pytest.fixture
+def local_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    """A private 3-master cluster for this test (one to kill nodes of), stopped afterwards."""
+    cluster = LocalCluster(tmp_path).start()
+    yield cluster
+    cluster.stop()

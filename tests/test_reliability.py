@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 import pytest
 import redis
-from conftest import RedisServer
+from conftest import LocalCluster, RedisServer
 
 from livermore_nb.backfill import BackfillConfig, backfill
 from livermore_nb.emulator import (
@@ -367,6 +367,32 @@ async def test_redis_gone_for_good_mid_run_exits_4_and_leaves_no_half_series(
             )
     ready = sum(s.status == "ready" for s in report.series)
     assert 6 <= ready <= present < 24  # a write whose reply was lost may be whole in Redis
+
+
+async def test_a_cluster_master_killed_mid_run_exits_4_and_the_rest_stays_whole(
+    ec_key: TestKey, local_cluster: LocalCluster
+) -> None:
+    now = time.time()
+    async with Emulator(emulator_config(ec_key, latency_ms=30)) as emu:
+        started = time.monotonic()
+        report = await backfill(
+            _redis_run_config(local_cluster.url),
+            env=env_for(emu.url or "", ec_key),
+            on_event=_after_writes(6, lambda: local_cluster.kill(2)),
+            clock=lambda: now,
+        )
+        assert time.monotonic() - started < 30
+        assert report.exit_code == EXIT_REDIS and not report.ready
+        assert report.error and "Redis unreachable" in report.error
+        survivor = local_cluster.node(0)  # slots 0-5460: whole series or none, never half
+        template = "t:{symbol}:{timeframe}"
+        for symbol, tf in [(s, tf) for s in REDIS_SYMBOLS for tf in ("5m", "1h")]:
+            key = key_of(template, symbol, tf)
+            if survivor.cluster("keyslot", key) <= 5460:
+                got = stored(survivor, key, symbol, tf)
+                assert not got or same_series(got, truth(emu, symbol, tf, 80, now)), key
+        survivor.close()
+    assert any(s.status == "ready" for s in report.series)
 
 
 async def test_two_backfills_writing_the_same_keys_keep_one_member_per_timestamp(
