@@ -111,3 +111,19 @@ def test_a_dead_master_exits_4_with_one_line_and_no_request(
     assert done.returncode == 4, done.stderr
     assert done.stderr.startswith("livermore-nb: error: Redis"), done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1
+
+
+async def test_a_wrong_cluster_password_is_redis_unavailable_and_not_echoed(
+    cluster_url: str,
+) -> None:
+    wrong = cluster_url.replace("cluster-secret", "wr0ng-guess")
+    with pytest.raises(RedisUnavailable) as sync_err:
+        connect_sync(wrong)
+    client = connect(wrong)
+    try:
+        with pytest.raises(RedisUnavailable) as async_err:
+            await CandleStore(client).ping()
+    finally:
+        await client.aclose()
+    for err in (sync_err, async_err):
+        assert "wr0ng-guess" not in str(err.value) and "cluster-secret" not in str(err.value)
