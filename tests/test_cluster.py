@@ -6,15 +6,12 @@ to (tests marked ``cluster``); this module holds what only a cluster has.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 import redis
 import redis.asyncio as aioredis
 from conftest import LocalCluster, RedisServer
 from redis.asyncio.connection import SSLConnection
+from test_cli_backfill import run_cli
 
 from livermore_nb import BackfillConfig, backfill
 from livermore_nb.emulator import Emulator, EmulatorConfig, EmulatorThread, TestKey
@@ -78,18 +75,6 @@ async def test_series_land_on_every_master_under_their_plain_names(
     assert set(scan_keys(sync_redis, prefix + "*")) == want
     masters = {sync_redis.get_node_from_key(key).name for key in want}
     assert len(masters) == 3  # the pipelines and scans really crossed nodes
-
-
-def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """``livermore-nb ARGS`` in a subprocess with ``env`` added (no inherited REDIS_URL)."""
-    base = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    return subprocess.run(
-        [sys.executable, "-m", "livermore_nb.cli", *args],
-        env={**base, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 @pytest.mark.parametrize("command", ["backfill", "coverage"])
