@@ -23,6 +23,7 @@ from typing import Any
 
 from . import __version__
 from .backfill import BackfillConfig, BackfillReport, backfill, parse_symbols
+from .emulator.config import DEFAULT_CONFIG as EMULATOR_DEFAULTS
 from .errors import EXIT_NOT_READY, EXIT_OK, ConfigError, LivermoreError
 from .progress import BarSink, LogSink, fan_out
 from .startup import write_report
@@ -176,6 +177,20 @@ def add_emulator_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--malformed-rate", type=float, default=0, help="share of broken bodies")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--four-hour",
+        action=argparse.BooleanOptionalAction,
+        default=EMULATOR_DEFAULTS.four_hour,
+        help="serve the FOUR_HOUR granularity (today's API) or not (the older one); default: "
+        + ("--four-hour" if EMULATOR_DEFAULTS.four_hour else "--no-four-hour"),
+    )
+    parser.add_argument(
+        "--max-buckets",
+        type=int,
+        default=EMULATOR_DEFAULTS.max_buckets,
+        metavar="N",
+        help="most buckets per request, e.g. 350 (today) or 300 (older); default: %(default)s",
+    )
+    parser.add_argument(
         "--extend-history",
         action="store_true",
         help="serve a labelled synthetic walk before the recorded data (for 300 daily candles)",
@@ -207,6 +222,8 @@ def cmd_emulator(args: argparse.Namespace) -> int:
         latency_ms=args.latency_ms,
         seed=args.seed,
         extend_history=args.extend_history,
+        four_hour=args.four_hour,
+        max_buckets=args.max_buckets,
         keys=keys,
         **rates,
     )

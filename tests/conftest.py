@@ -93,14 +93,51 @@ async def emulator(ec_key: TestKey) -> AsyncIterator[Emulator]:
         yield emu
 
 
+API_REGIMES: dict[str, tuple[bool, int]] = {
+    "today": (True, 350),
+    "no-four-hour": (False, 350),
+    "older": (False, 300),
+}
+"""(four_hour, max_buckets) of each API regime Coinbase has been seen in."""
+
+
+@pytest.fixture(params=list(API_REGIMES.values()), ids=list(API_REGIMES))
+async def emulator_regime(
+    ec_key: TestKey, request: pytest.FixtureRequest
+) -> AsyncIterator[Emulator]:
+    """``emulator`` in one API regime: each of ``API_REGIMES`` unless parametrized indirectly.
+
+    A test using it runs once per regime; pick others with
+    ``@pytest.mark.parametrize("emulator_regime", [(False, 300)], indirect=True)``.
+    """
+    four_hour, max_buckets = request.param
+    config = EmulatorConfig(
+        keys={ec_key.name: ec_key.public_key}, four_hour=four_hour, max_buckets=max_buckets
+    )
+    async with Emulator(config) as emu:
+        yield emu
+
+
+def client_env(key: TestKey, emulator: Emulator) -> dict[str, str]:
+    """An environment pointing the client at ``emulator`` with ``key``."""
+    assert emulator.url is not None
+    return {
+        "COINBASE_API_URL": emulator.url,
+        "COINBASE_API_KEY_NAME": key.name,
+        "COINBASE_API_PRIVATE_KEY": key.secret,
+    }
+
+
 @pytest.fixture
 def key_env(ec_key: TestKey, emulator: Emulator) -> dict[str, str]:
     """An environment pointing the client at the emulator with ``ec_key``."""
-    return {
-        "COINBASE_API_URL": emulator.url,
-        "COINBASE_API_KEY_NAME": ec_key.name,
-        "COINBASE_API_PRIVATE_KEY": ec_key.secret,
-    }
+    return client_env(ec_key, emulator)
+
+
+@pytest.fixture
+def regime_env(ec_key: TestKey, emulator_regime: Emulator) -> dict[str, str]:
+    """``key_env`` for ``emulator_regime``."""
+    return client_env(ec_key, emulator_regime)
 
 
 def free_port() -> int:

@@ -16,7 +16,7 @@ import sys
 import time
 import urllib.request
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from livermore_nb.candles import Candle, parse_candle
 from livermore_nb.candles import aggregate as aggregate_candles
+from livermore_nb.cli import main
 from livermore_nb.emulator import (
     Emulator,
     EmulatorConfig,
@@ -40,19 +41,30 @@ from livermore_nb.emulator import (
     write_key_file,
 )
 from livermore_nb.emulator.series import ENTRY_BYTES, Bars, BlockCache
-from livermore_nb.timeframes import GRANULARITIES
+from livermore_nb.errors import ConfigError
+from livermore_nb.timeframes import GRANULARITIES, TIMEFRAMES, Timeframe
 
 DATA = Path(__file__).resolve().parent.parent / "livermore_nb" / "data"
 ANCHOR = 1_735_700_745.6  # 2025-01-01 03:05:45.6 UTC
 PRIVATE = "/api/v3/brokerage/products/{}/candles"
 PUBLIC = "/api/v3/brokerage/market/products/{}/candles"
-TOO_MANY = {
-    "error": "INVALID_ARGUMENT",
-    "error_details": "start and end argument is invalid - "
-    "number of candles requested should be less than 350",
-    "message": "start and end argument is invalid - "
-    "number of candles requested should be less than 350",
-}
+SERVED: dict[str, Timeframe] = GRANULARITIES | {"FOUR_HOUR": TIMEFRAMES["4h"]}
+"""Every granularity the emulator can serve (FOUR_HOUR only with ``four_hour=True``)."""
+
+
+def invalid(details: str) -> dict[str, str]:
+    """Coinbase's 400 body."""
+    return {"error": "INVALID_ARGUMENT", "error_details": details, "message": details}
+
+
+def too_many(n: int) -> dict[str, str]:
+    """Coinbase's 400 body for a window of more than ``n`` buckets."""
+    return invalid(
+        f"start and end argument is invalid - number of candles requested should be less than {n}"
+    )
+
+
+TOO_MANY = too_many(350)
 FIELDS = {"start", "low", "high", "open", "close", "volume"}
 
 
@@ -104,7 +116,7 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 def window(granularity: str, buckets: int, now: float = ANCHOR) -> dict[str, str]:
     """Query for the ``buckets`` buckets ending with the open one."""
-    g = GRANULARITIES[granularity].seconds
+    g = SERVED[granularity].seconds
     end = int(now // g * g + g)
     return {"start": str(end - buckets * g), "end": str(end), "granularity": granularity}
 
@@ -211,9 +223,9 @@ async def test_newest_minute_is_the_last_recorded_one(emu: Emulator, session):
     )
 
 
-@pytest.mark.parametrize("granularity", list(GRANULARITIES))
+@pytest.mark.parametrize("granularity", list(SERVED))
 async def test_open_candle_is_the_data_up_to_now(emu: Emulator, session, granularity: str):
-    g = GRANULARITIES[granularity].seconds
+    g = SERVED[granularity].seconds
     reply = await fetch(session, emu, "ETH-USD", window(granularity, 3))
     open_start = int(ANCHOR // g * g)
     newest = reply.body["candles"][0]
@@ -222,9 +234,9 @@ async def test_open_candle_is_the_data_up_to_now(emu: Emulator, session, granula
     assert as_floats(newest) == pytest.approx(expected, rel=1e-12)
 
 
-@pytest.mark.parametrize("granularity", list(GRANULARITIES))
+@pytest.mark.parametrize("granularity", list(SERVED))
 async def test_closed_candle_equals_independent_aggregation(emu, session, granularity: str):
-    g = GRANULARITIES[granularity].seconds
+    g = SERVED[granularity].seconds
     bucket = int((ANCHOR - 20 * 86400) // g * g)  # wholly inside the recorded span
     params = {"start": str(bucket), "end": str(bucket + g), "granularity": granularity}
     reply = await fetch(session, emu, "ETH-USD", params)
@@ -280,11 +292,10 @@ async def test_350_buckets_ok_351_rejected_with_exact_body(emu: Emulator, sessio
     [
         {"end": "1735700000", "granularity": "ONE_HOUR"},
         {"start": "1735600000", "end": "soon", "granularity": "ONE_HOUR"},
-        {"start": "1735600000", "end": "1735700000", "granularity": "FOUR_HOUR"},
         {"start": "1735600000", "end": "1735700000"},
         {"start": "1735700000", "end": "1735600000", "granularity": "ONE_HOUR"},
     ],
-    ids=["missing-start", "bad-end", "four-hour", "no-granularity", "start-after-end"],
+    ids=["missing-start", "bad-end", "no-granularity", "start-after-end"],
 )
 async def test_invalid_arguments_are_400(emu: Emulator, session, params: dict[str, str]):
     reply = await fetch(session, emu, params=params)
@@ -302,6 +313,157 @@ async def test_unknown_product_is_404(emu: Emulator, session):
         "error_details": "Product NOPE-USD not supported",
         "message": "Product NOPE-USD not supported",
     }
+
+
+# --- API regimes: FOUR_HOUR on or off, the page limit, ``limit`` ----------------------
+
+WITHOUT_FOUR_HOUR = (
+    "granularity argument is invalid - expected one of ONE_MINUTE FIVE_MINUTE FIFTEEN_MINUTE "
+    "THIRTY_MINUTE ONE_HOUR TWO_HOUR SIX_HOUR ONE_DAY"
+)
+
+
+def test_default_regime_is_todays_api():
+    assert EmulatorConfig().api() == {"four_hour": True, "max_buckets": 350}
+
+
+async def test_four_hour_is_an_unknown_granularity_when_not_served(session):
+    unknown = {"start": "1735600000", "end": "1735700000", "granularity": "THREE_HOUR"}
+    async with serving(four_hour=False) as emu:
+        four = await fetch(session, emu, params=window("FOUR_HOUR", 10))
+        other = await fetch(session, emu, params=unknown)
+        hourly = await fetch(session, emu, params=window("ONE_HOUR", 10))
+    assert four.status == other.status == 400
+    assert four.body == other.body == invalid(WITHOUT_FOUR_HOUR)
+    assert hourly.status == 200
+
+
+async def test_four_hour_candles_are_utc_aligned_when_served(session):
+    async with serving(four_hour=True) as emu:
+        reply = await fetch(session, emu, "SOL-USD", window("FOUR_HOUR", 300))
+        other = await fetch(session, emu, params=window("FOUR_HOUR", 1) | {"granularity": "X"})
+    starts = [int(c["start"]) for c in reply.body["candles"]]
+    assert reply.status == 200
+    assert len(starts) == 300
+    assert all(t % (4 * 3600) == 0 for t in starts)  # 00:00, 04:00, ... UTC
+    assert starts[0] == int(ANCHOR // 86400 * 86400)  # 03:05 UTC: the open bucket began at 00:00
+    assert other.body["message"].endswith("ONE_HOUR TWO_HOUR FOUR_HOUR SIX_HOUR ONE_DAY")
+
+
+@pytest.mark.parametrize("max_buckets", [300, 350, 7])
+async def test_max_buckets_is_the_page_limit_with_coinbases_body(session, max_buckets: int):
+    async with serving(max_buckets=max_buckets) as emu:
+        ok = await fetch(session, emu, params=window("ONE_MINUTE", max_buckets))
+        over = await fetch(session, emu, params=window("ONE_MINUTE", max_buckets + 1))
+        end = int(ok.body["candles"][0]["start"]) + 60
+        second_more = {"start": str(end - max_buckets * 60 - 1), "end": str(end)}
+        part = await fetch(session, emu, params=second_more | {"granularity": "ONE_MINUTE"})
+    assert ok.status == 200
+    assert len(ok.body["candles"]) == max_buckets
+    assert over.status == part.status == 400  # buckets = ceil((end - start) / granularity)
+    assert over.text == part.text == json.dumps(too_many(max_buckets), separators=(",", ":"))
+
+
+def test_max_buckets_must_be_positive():
+    with pytest.raises(ConfigError, match="max_buckets"):
+        EmulatorConfig(max_buckets=0)
+
+
+async def test_limit_keeps_the_newest_candles_newest_first(session):
+    params = window("ONE_HOUR", 300)
+    async with serving() as emu:
+        whole = (await fetch(session, emu, "ICP-USD", params)).body["candles"]
+        limited = {
+            n: (await fetch(session, emu, "ICP-USD", params | {"limit": str(n)})).body["candles"]
+            for n in (1, 10, 299, 350)
+        }
+        over = await fetch(session, emu, "ICP-USD", window("ONE_HOUR", 351) | {"limit": "10"})
+    assert 10 < len(whole) < 299  # illiquid: the window holds fewer candles than buckets
+    assert limited == {n: whole[:n] for n in (1, 10, 299, 350)}
+    assert over.body == TOO_MANY  # limit does not widen the window
+
+
+@pytest.mark.parametrize(
+    ("max_buckets", "limit"),
+    [(350, "0"), (350, "351"), (300, "301"), (350, "-5"), (350, "ten"), (350, "")],
+)
+async def test_limit_out_of_range_is_400(session, max_buckets: int, limit: str):
+    async with serving(max_buckets=max_buckets) as emu:
+        reply = await fetch(session, emu, params=window("ONE_HOUR", 10) | {"limit": limit})
+        top = await fetch(session, emu, params=window("ONE_HOUR", 10) | {"limit": str(max_buckets)})
+    expected = f"limit argument is invalid - expected a number of candles from 1 to {max_buckets}"
+    assert reply.status == 400
+    assert reply.body == invalid(expected)
+    assert top.status == 200
+
+
+@pytest.mark.parametrize(("four_hour", "max_buckets"), [(True, 350), (False, 300)])
+async def test_stats_and_products_name_the_regime(session, four_hour: bool, max_buckets: int):
+    async with serving(four_hour=four_hour, max_buckets=max_buckets) as emu:
+        async with session.get(f"{emu.url}/_emulator/stats") as r:
+            stats = await r.json()
+        async with session.get(f"{emu.url}/_emulator/products") as r:
+            products = await r.json()
+    assert stats["api"] == products["api"] == {"four_hour": four_hour, "max_buckets": max_buckets}
+
+
+async def test_emulator_regime_fixture_serves_each_regime(emulator_regime: Emulator, session):
+    four_hour, most = emulator_regime.config.four_hour, emulator_regime.config.max_buckets
+    four = await fetch(session, emulator_regime, params=window("FOUR_HOUR", 3))
+    ok = await fetch(session, emulator_regime, params=window("ONE_MINUTE", most))
+    over = await fetch(session, emulator_regime, params=window("ONE_MINUTE", most + 1))
+    async with session.get(f"{emulator_regime.url}/_emulator/stats") as r:
+        api = (await r.json())["api"]
+    assert four.status == (200 if four_hour else 400)
+    assert (ok.status, over.status) == (200, 400)
+    assert over.body == too_many(most)
+    assert api == {"four_hour": four_hour, "max_buckets": most}
+
+
+@pytest.mark.parametrize("emulator_regime", [(True, 300)], indirect=True)
+async def test_emulator_regime_fixture_takes_any_regime(emulator_regime: Emulator):
+    assert emulator_regime.config.api() == {"four_hour": True, "max_buckets": 300}
+
+
+async def paged(
+    session: aiohttp.ClientSession, emu: Emulator, product: str, granularity: str, lo: int, hi: int
+) -> list[Candle]:
+    """Every candle starting in ``[lo, hi)`` over HTTP, pages of ``max_buckets``, oldest first."""
+    tf = SERVED[granularity]
+    span = emu.config.max_buckets * tf.seconds
+    candles: list[Candle] = []
+    for a in range(lo, hi, span):
+        query = {"start": str(a), "end": str(min(hi, a + span)), "granularity": granularity}
+        reply = await fetch(session, emu, product, query)
+        assert reply.status == 200, reply.body
+        candles += [parse_candle(c, tf) for c in reply.body["candles"]]
+    return sorted(candles)
+
+
+SOURCES = [
+    ("THIRTY_MINUTE", "FIFTEEN_MINUTE"),
+    ("TWO_HOUR", "ONE_HOUR"),
+    ("FOUR_HOUR", "ONE_HOUR"),
+    ("FOUR_HOUR", "TWO_HOUR"),
+    ("FOUR_HOUR", "FIVE_MINUTE"),
+    ("SIX_HOUR", "ONE_HOUR"),
+    ("SIX_HOUR", "TWO_HOUR"),
+]
+
+
+@pytest.mark.parametrize("product", ["SOL-USD", "ICP-USD", "ETH-USD", "XTZ-USD"])
+@pytest.mark.parametrize(("target", "source"), SOURCES, ids=[f"{t}-from-{s}" for t, s in SOURCES])
+async def test_coarse_candles_equal_the_aggregate_of_finer_served_ones(
+    session, product: str, target: str, source: str
+):
+    g = SERVED[target].seconds
+    hi = int(ANCHOR // g * g) + g  # ends with the open bucket, compared too
+    lo = hi - 48 * g
+    async with serving(four_hour=True, max_buckets=300) as emu:
+        native = await paged(session, emu, product, target, lo, hi)
+        finer = await paged(session, emu, product, source, lo, hi)
+    assert native[-1].timestamp == (hi - g) * 1000
+    assert_aggregates(native, finer, target, lo, hi)
 
 
 # --- authentication -------------------------------------------------------------------
@@ -511,7 +673,7 @@ async def test_stats_count_statuses_endpoints_series_and_peak(session):
     assert stats.by_series[("ETH-USD", "ONE_DAY")] == 1
     assert stats.peak_1s == 4
     assert stats.timestamps == [ANCHOR] * 4 + [ANCHOR + 2]
-    assert over_http == stats.as_dict()
+    assert over_http == stats.as_dict() | {"api": {"four_hour": True, "max_buckets": 350}}
     assert over_http["by_status"] == {"200": 3, "404": 1, "429": 1}
     assert after_reset == 0
 
@@ -613,10 +775,10 @@ def epoch(text: str) -> int:
     return int(pd.Timestamp(text).timestamp())
 
 
-@pytest.mark.parametrize("granularity", list(GRANULARITIES))
+@pytest.mark.parametrize("granularity", list(SERVED))
 def test_extended_history_switches_to_recorded_at_midnight(granularity: str):
     extended, plain = Emulator(config(extend_history=True)), Emulator(config())
-    g = GRANULARITIES[granularity].seconds
+    g = SERVED[granularity].seconds
     info = {p["product"]: p for p in extended.describe()["products"]}
     for product in ("BTC-USD", "XTZ-USD"):
         midnight = epoch(info[product]["synthetic_before"])
@@ -632,7 +794,7 @@ def test_extended_history_switches_to_recorded_at_midnight(granularity: str):
 
 # --- synthetic granularities are aggregates of the 5-minute walk ----------------------
 
-COARSE = [g for g in GRANULARITIES if GRANULARITIES[g].seconds > 300]
+COARSE = [g for g in SERVED if SERVED[g].seconds > 300]
 
 
 def five_minute_candles(emu: Emulator, product: str, lo: int, hi: int) -> list[Candle]:
@@ -646,7 +808,7 @@ def five_minute_candles(emu: Emulator, product: str, lo: int, hi: int) -> list[C
 
 
 def served(emu: Emulator, product: str, granularity: str, lo: int, hi: int) -> list[Candle]:
-    tf = GRANULARITIES[granularity]
+    tf = SERVED[granularity]
     return sorted(parse_candle(c, tf) for c in emu.candles(product, granularity, lo, hi))
 
 
@@ -654,7 +816,7 @@ def assert_aggregates(
     native: list[Candle], fives: list[Candle], granularity: str, lo: int, hi: int
 ):
     """``native`` is exactly the aggregation of ``fives`` over ``[lo, hi)`` (the oracle)."""
-    tf = GRANULARITIES[granularity]
+    tf = SERVED[granularity]
     expected = aggregate_candles(fives, tf, lo * 1000, hi * 1000)
     assert [c[:5] for c in native] == [c[:5] for c in expected]
     want = [round(c.volume, 8) for c in expected]  # Coinbase reports 8 decimals
@@ -678,7 +840,7 @@ def test_closed_synthetic_candles_are_aggregates_of_five_minute_ones(case: str):
     emu = Emulator(config(extend_history=extend))
     info = {p["product"]: p for p in emu.describe()["products"]}[product]
     for granularity in COARSE:
-        g = GRANULARITIES[granularity].seconds
+        g = SERVED[granularity].seconds
         if where == "recent":
             hi = int(ANCHOR // g * g)  # the newest closed bucket is the last one
             lo = hi - 24 * g
@@ -698,8 +860,8 @@ def test_open_candle_is_the_aggregate_of_the_opened_five_minute_bars(product: st
     day = int(ANCHOR // 86400 * 86400)
     for now in (ANCHOR, day + 86400 + 7.5, day + 86400 + 3 * 3600 + 1234.5, day + 2 * 86400 - 0.25):
         clock.now = now
-        for granularity in ("ONE_HOUR", "ONE_DAY"):
-            g = GRANULARITIES[granularity].seconds
+        for granularity in ("ONE_HOUR", "FOUR_HOUR", "ONE_DAY"):
+            g = SERVED[granularity].seconds
             lo, hi = int(now // g * g) - 2 * g, int(now // g * g) + g  # two closed, the open one
             native = served(emu, product, granularity, lo, hi)
             fives = five_minute_candles(emu, product, lo, int(now) + 1)
@@ -707,9 +869,9 @@ def test_open_candle_is_the_aggregate_of_the_opened_five_minute_bars(product: st
             assert int(fives[-1].timestamp) // 1000 <= now
 
 
-@pytest.mark.parametrize("granularity", ["ONE_HOUR", "SIX_HOUR", "ONE_DAY"])
+@pytest.mark.parametrize("granularity", ["ONE_HOUR", "FOUR_HOUR", "SIX_HOUR", "ONE_DAY"])
 def test_aggregated_windows_agree_however_they_are_asked(granularity: str):
-    g = GRANULARITIES[granularity].seconds
+    g = SERVED[granularity].seconds
     end = int(ANCHOR // g * g) + g
     whole = Emulator(config()).candles("ICP-USD", granularity, end - 300 * g, end)
     emu = Emulator(config())
@@ -770,19 +932,14 @@ def test_emulator_thread_serves_sync_code():
         urllib.request.urlopen(running.url + PUBLIC.format("BTC-USD") + query, timeout=2)
 
 
-def test_serve_prints_url_and_stops_on_sigterm():
-    code = (
-        "from livermore_nb.emulator import EmulatorConfig, serve; "
-        "serve(EmulatorConfig(), '127.0.0.1', 0)"
-    )
+@contextlib.contextmanager
+def banner_and_url(code: str) -> Iterator[tuple[str, str]]:
+    """Run ``python -c code`` (an emulator), yield its banner and URL; SIGTERM must stop it."""
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
-        url = line.split(" on ", 1)[1].split()[0]
-        query = f"?start={math.floor(time.time()) - 3600}&end={math.floor(time.time())}"
-        with urllib.request.urlopen(f"{url}{PUBLIC.format('ETH-USD')}{query}&granularity=ONE_HOUR"):
-            pass
+        yield line, line.split(" on ", 1)[1].split()[0]
         os.kill(proc.pid, signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     finally:
@@ -790,3 +947,38 @@ def test_serve_prints_url_and_stops_on_sigterm():
         proc.wait()
         if proc.stdout:
             proc.stdout.close()
+
+
+def test_serve_prints_url_and_stops_on_sigterm():
+    code = (
+        "from livermore_nb.emulator import EmulatorConfig, serve; "
+        "serve(EmulatorConfig(), '127.0.0.1', 0)"
+    )
+    with banner_and_url(code) as (banner, url):
+        query = f"?start={math.floor(time.time()) - 3600}&end={math.floor(time.time())}"
+        with urllib.request.urlopen(f"{url}{PUBLIC.format('ETH-USD')}{query}&granularity=ONE_HOUR"):
+            pass
+    assert "FOUR_HOUR served, at most 350 buckets per request" in banner
+
+
+def test_emulator_command_serves_the_regime_it_is_given():
+    argv = ["emulator", "--port", "0", "--no-four-hour", "--max-buckets", "300"]
+    code = f"import sys; from livermore_nb.cli import main; sys.exit(main({argv!r}))"
+    with (
+        banner_and_url(code) as (banner, url),
+        urllib.request.urlopen(f"{url}/_emulator/stats") as r,
+    ):
+        api = json.load(r)["api"]
+    assert "no FOUR_HOUR, at most 300 buckets per request" in banner
+    assert api == {"four_hour": False, "max_buckets": 300}
+
+
+def test_emulator_help_lists_the_regime_options_with_defaults(capsys: pytest.CaptureFixture[str]):
+    with pytest.raises(SystemExit) as exited:
+        main(["emulator", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert exited.value.code == 0
+    assert "--four-hour, --no-four-hour" in text
+    assert "default: --four-hour" in text
+    assert "--max-buckets N" in text
+    assert "default: 350" in text

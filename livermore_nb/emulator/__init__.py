@@ -4,8 +4,14 @@ Serves ``GET /api/v3/brokerage/products/{id}/candles`` (JWT, ES256 or EdDSA) and
 ``GET /api/v3/brokerage/market/products/{id}/candles`` (public) like Coinbase:
 
 * ``start``/``end`` are UNIX seconds; a bucket starting at ``t`` is returned when
-  ``start <= t < end`` (``end_inclusive=True``: ``t <= end``); more than 350
-  buckets (``ceil((end - start) / granularity)``) is a 400 with Coinbase's body.
+  ``start <= t < end`` (``end_inclusive=True``: ``t <= end``); more than
+  ``max_buckets`` (default 350; 300 in the older regime) buckets
+  (``ceil((end - start) / granularity)``) is a 400 with Coinbase's body.
+* ``limit`` (1..``max_buckets``, else a 400) keeps the newest ``limit`` candles of
+  the window. ``FOUR_HOUR`` (UTC-aligned 4h aggregates) is served unless
+  ``four_hour=False``, when it is a 400 like any unknown granularity.
+  ``describe()``, ``GET /_emulator/products`` and ``GET /_emulator/stats`` name
+  the regime under ``api``.
 * Candles come newest first, values as strings; buckets without trades are
   omitted; the bucket holding "now" is the open candle, built from data up to now.
 * Recorded products (``{PRODUCT}.csv.gz`` in ``data_dir``, default the packaged

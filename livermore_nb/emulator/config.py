@@ -9,6 +9,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from ..errors import ConfigError
+
 PACKAGED_DATA = Path(__file__).resolve().parent.parent / "data"
 """The recorded 1-minute candles shipped with the package (``livermore_nb/data``)."""
 
@@ -68,7 +70,20 @@ class EmulatorConfig:
     """Wall clock (UNIX seconds) for "now", JWT times, rate windows and stats."""
     end_inclusive: bool = False
     """Serve buckets with ``start <= t <= end`` instead of ``start <= t < end``."""
-    max_candles: int = 350
+    four_hour: bool = True
+    """Serve the ``FOUR_HOUR`` granularity (UTC-aligned 4h aggregates of the same data).
+
+    On by default because Coinbase's current API reference (updated 2026-07) lists
+    FOUR_HOUR; off (``--no-four-hour``) is the older regime other clients still
+    assume, where FOUR_HOUR is a 400 like any unknown granularity.
+    """
+    max_buckets: int = 350
+    """Most buckets one request may span (``ceil((end - start) / granularity)``).
+
+    350 is today's documented limit; 300 is the older one. More is a 400 with
+    Coinbase's "number of candles requested should be less than N" body, and a
+    ``limit`` above it is a 400 too.
+    """
     rate_limit_private: float = 30
     """Requests per sliding second per API key name on the private endpoint (0 = unlimited)."""
     rate_limit_public: float = 10
@@ -87,6 +102,15 @@ class EmulatorConfig:
     """API key name → public key (EC P-256 or Ed25519) accepted on the private endpoint."""
     shutdown_timeout_s: float = 1.0
     """How long ``stop()`` waits for in-flight requests before cancelling them."""
+
+    def __post_init__(self) -> None:
+        """Reject a page size no request could meet."""
+        if self.max_buckets < 1:
+            raise ConfigError(f"max_buckets must be a positive integer, not {self.max_buckets}")
+
+    def api(self) -> dict[str, Any]:
+        """The API regime served: whether FOUR_HOUR exists and the largest page."""
+        return {"four_hour": self.four_hour, "max_buckets": self.max_buckets}
 
     def data_path(self) -> Path:
         """The recorded-data folder in effect."""

@@ -71,6 +71,10 @@ class Bars(NamedTuple):
         i, j = np.searchsorted(self.start, [lo, hi])
         return Bars(*(a[i:j] for a in self))
 
+    def newest(self, count: int) -> Bars:
+        """The last ``count`` bars (``count >= 1``): what ``limit`` keeps."""
+        return Bars(*(a[-count:] for a in self))
+
     def where(self, mask: np.ndarray) -> Bars:
         """The bars where ``mask`` is true (one index array taken from each column: fast)."""
         index = np.flatnonzero(mask)
@@ -482,6 +486,7 @@ class Catalog:
         """Per product: where its candles come from, and which part of history is synthetic."""
         return {
             "anchor": iso(self.anchor),
+            "api": self.config.api(),
             "synthetic_pattern": "SYN<digits>-USD",
             "products": [self._describe(p) for p in self.products()],
         }

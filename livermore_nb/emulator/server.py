@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from ..errors import BadRequestError, HTTPStatusError, ProductNotFound
-from ..timeframes import GRANULARITIES
+from ..timeframes import GRANULARITIES, TIMEFRAMES
 from .config import DEFAULT_CONFIG, EmulatorConfig
 from .keys import TokenRejected, check_keys, verify_token
 from .series import Bars, Catalog
@@ -35,6 +35,7 @@ SERVER_ERROR_BODIES: dict[int, tuple[str, str]] = {
           '"message":"service unavailable"}', "application/json"),
 }  # fmt: skip
 """Bodies like Coinbase's (the 502 comes from its CDN, as HTML)."""
+LIMIT_INVALID = "limit argument is invalid - expected a number of candles from 1 to {}"
 RATE_LIMITED = {"error": "RATE_LIMIT_EXCEEDED", "message": "Too many requests"}
 compact_json = functools.partial(json.dumps, separators=(",", ":"))
 """Coinbase sends compact JSON."""
@@ -61,6 +62,23 @@ def error_response(exc: HTTPStatusError) -> web.Response:
     """A 400/404 answer with Coinbase's ``error`` / ``error_details`` / ``message`` body."""
     body = {"error": ERROR_CODES[exc.status], "error_details": exc.detail, "message": exc.detail}
     return json_reply(body, exc.status)
+
+
+def served_granularities(four_hour: bool) -> dict[str, int]:
+    """Granularity name → seconds answered in this regime, shortest first (FOUR_HOUR optional)."""
+    table = {name: tf.seconds for name, tf in GRANULARITIES.items()}
+    table["FOUR_HOUR"] = TIMEFRAMES["4h"].seconds
+    if not four_hour:
+        del table["FOUR_HOUR"]
+    return dict(sorted(table.items(), key=lambda item: item[1]))
+
+
+def limit_arg(query: Mapping[str, str]) -> int | None:
+    """The optional ``limit`` argument; not a whole number → 0, which ``candles`` rejects."""
+    value = query.get("limit")
+    if value is None:
+        return None
+    return int(value) if value.isdigit() else 0
 
 
 def int_arg(query: Mapping[str, str], name: str) -> int:
@@ -96,6 +114,7 @@ class Emulator:
         self.url: str | None = None
         self._keys = check_keys(config.keys)
         self._catalog = Catalog(config, self.anchor)
+        self._granularities = served_granularities(config.four_hour)
         self._recorder = Recorder()
         self._limits = {
             "private": RateLimiter(config.rate_limit_private),
@@ -124,20 +143,29 @@ class Emulator:
         """Provenance per product: recorded span, which history is synthetic, illiquid flag."""
         return self._catalog.describe()
 
-    def candles(self, product: str, granularity: str, start: int, end: int) -> list[dict[str, str]]:
-        """Exactly the candles the API answers (newest first); raises the API's 400/404 errors."""
+    def candles(
+        self, product: str, granularity: str, start: int, end: int, limit: int | None = None
+    ) -> list[dict[str, str]]:
+        """Exactly the candles the API answers (newest first); raises the API's 400/404 errors.
+
+        ``limit`` keeps only the newest ``limit`` candles of the window; the window
+        itself must still span at most ``max_buckets`` buckets.
+        """
         self._check_product(product)
-        tf = GRANULARITIES.get(granularity)
-        if tf is None:
-            valid = " ".join(GRANULARITIES)
+        seconds = self._granularities.get(granularity)
+        if seconds is None:
+            valid = " ".join(self._granularities)
             raise BadRequestError(400, f"granularity argument is invalid - expected one of {valid}")
         if start > end:
             raise BadRequestError(400, "start and end argument is invalid - start is after end")
-        if math.ceil((end - start) / tf.seconds) > self.config.max_candles:
-            raise BadRequestError(400, TOO_MANY.format(self.config.max_candles))
+        most = self.config.max_buckets
+        if math.ceil((end - start) / seconds) > most:
+            raise BadRequestError(400, TOO_MANY.format(most))
+        if limit is not None and not 1 <= limit <= most:
+            raise BadRequestError(400, LIMIT_INVALID.format(most))
         hi = end + 1 if self.config.end_inclusive else end
-        now = self.config.clock()
-        return format_candles(self._catalog.bars(product, tf.seconds, start, hi, now))
+        bars = self._catalog.bars(product, seconds, start, hi, self.config.clock())
+        return format_candles(bars if limit is None else bars.newest(limit))
 
     def _check_product(self, product: str) -> None:
         """ProductNotFound unless ``product`` is served."""
@@ -251,7 +279,8 @@ class Emulator:
         try:
             self._check_product(product)
             start, end = int_arg(query, "start"), int_arg(query, "end")
-            candles = self.candles(product, query.get("granularity", ""), start, end)
+            granularity = query.get("granularity", "")
+            candles = self.candles(product, granularity, start, end, limit_arg(query))
         except HTTPStatusError as exc:
             return error_response(exc)
         if fault.kind == "malformed":
@@ -259,8 +288,8 @@ class Emulator:
         return json_reply({"candles": candles})
 
     async def _stats(self, request: web.Request) -> web.Response:
-        """``GET /_emulator/stats``."""
-        return json_reply(self.stats.as_dict())
+        """``GET /_emulator/stats``: the statistics and, under ``api``, the regime served."""
+        return json_reply(self.stats.as_dict() | {"api": self.config.api()})
 
     async def _reset(self, request: web.Request) -> web.Response:
         """``POST /_emulator/reset``: zero statistics and rate windows."""
@@ -340,11 +369,17 @@ async def _serve_until_signal(config: EmulatorConfig, host: str, port: int) -> N
     print(
         f"livermore-nb emulator on {url} ({recorded} recorded and "
         f"{len(emulator.products()) - recorded} synthetic products, SYN<n>-USD on demand; "
-        f"extended history {'ON: older candles are synthetic' if config.extend_history else 'off'})"
-        "; Ctrl-C to stop",
+        f"extended history {'ON: older candles are synthetic' if config.extend_history else 'off'}"
+        f"; {regime_text(config)}); Ctrl-C to stop",
         flush=True,
     )
     try:
         await done.wait()
     finally:
         await emulator.stop()
+
+
+def regime_text(config: EmulatorConfig) -> str:
+    """The API regime in words, for the banner."""
+    four_hour = "FOUR_HOUR served" if config.four_hour else "no FOUR_HOUR"
+    return f"{four_hour}, at most {config.max_buckets} buckets per request"
