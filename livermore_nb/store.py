@@ -32,7 +32,7 @@ import orjson
 import pandas as pd
 import redis
 import redis.asyncio as aioredis
-from redis.exceptions import ClusterDownError, RedisClusterException, RedisError
+from redis.exceptions import AskError, ClusterDownError, RedisClusterException, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -170,6 +170,10 @@ def translate_redis_errors(what: str) -> Iterator[None]:
         raise RedisUnavailable(f"Redis unreachable while {what}: {type(exc).__name__}") from None
     except RedisClusterException as exc:  # not a RedisError: no reachable node, slots not covered
         raise RedisUnavailable(f"Redis Cluster unusable while {what}: {exc}") from None
+    except AskError:  # MOVED or ASK: a plain client is talking to one node of a cluster
+        raise StoreError(
+            f"Redis error while {what}: the server is a Redis Cluster: use a redis+cluster:// URL"
+        ) from None
     except RedisError as exc:
         raise StoreError(f"Redis error while {what}: {exc}") from None
 

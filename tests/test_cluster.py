@@ -15,8 +15,9 @@ from test_cli_backfill import run_cli
 
 from livermore_nb import BackfillConfig, backfill
 from livermore_nb.emulator import Emulator, EmulatorConfig, EmulatorThread, TestKey
-from livermore_nb.errors import ConfigError, RedisUnavailable
+from livermore_nb.errors import ConfigError, RedisUnavailable, StoreError
 from livermore_nb.store import CandleStore, connect, connect_sync, redact_url, scan_keys
+from livermore_nb.timeframes import TIMEFRAMES
 
 
 async def test_cluster_schemes_select_the_cluster_client_and_keep_tls() -> None:
@@ -112,3 +113,15 @@ async def test_a_wrong_cluster_password_is_redis_unavailable_and_not_echoed(
         await client.aclose()
     for err in (sync_err, async_err):
         assert "wr0ng-guess" not in str(err.value) and "cluster-secret" not in str(err.value)
+
+
+async def test_a_plain_url_on_a_cluster_node_says_to_use_the_cluster_scheme(
+    cluster_url: str,
+) -> None:
+    client = connect(cluster_url.replace("redis+cluster://", "redis://", 1))
+    series = [(f"S{i}-USD", TIMEFRAMES["1h"]) for i in range(12)]  # slots on every master
+    try:
+        with pytest.raises(StoreError, match=r"a Redis Cluster: use a redis\+cluster:// URL"):
+            await CandleStore(client).info(series)
+    finally:
+        await client.aclose()
