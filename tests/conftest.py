@@ -210,12 +210,17 @@ class LocalCluster:
     """A Redis Cluster of ``size`` masters (no replicas) from the ``redis-server`` binary.
 
     Slots are split evenly with CLUSTER ADDSLOTSRANGE, the nodes MEET, and
-    :meth:`start` returns once every node says ``cluster_state:ok``.
+    :meth:`start` returns once every node says ``cluster_state:ok``. Needs
+    Redis 7 (``cluster-port``, ADDSLOTSRANGE).
     """
 
     def __init__(self, directory: Path, *, size: int = 3, password: str | None = None) -> None:
         if shutil.which("redis-server") is None:
             pytest.skip("no redis-server binary on PATH: Redis Cluster tests need one")
+        version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True)
+        major = version.stdout.split(" v=", 1)[-1].split(".", 1)[0]
+        if not major.isdigit() or int(major) < 7:
+            pytest.skip(f"Redis Cluster tests need redis-server 7+, found {version.stdout!r}")
         self.directory = directory
         self.password = password
         self.nodes = [(free_port(), free_port()) for _ in range(size)]  # (port, bus port)
