@@ -118,16 +118,40 @@ def resolve_redis_url(url: str | None) -> str:
     return url or os.environ.get("REDIS_URL") or embedded_redis_url()
 
 
+def cluster_startup_nodes(url: str) -> tuple[str, list[tuple[str, int]]]:
+    """``redis+cluster://[auth@]h1:p1,h2:p2…`` → redis-py's URL for h1 and the other nodes.
+
+    More than one node lets the client start while the first one is down.
+    """
+    parts = urlsplit(url)
+    auth, at, hosts = parts.netloc.rpartition("@")
+    first, *others = hosts.split(",")
+    nodes = []
+    for node in others:
+        host, _, port = node.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(
+                f"invalid Redis URL {redact_url(url)!r}: node {node!r} is not host:port"
+            )
+        nodes.append((host.strip("[]"), int(port)))
+    plain = parts._replace(scheme=CLUSTER_SCHEMES[parts.scheme.lower()], netloc=auth + at + first)
+    return urlunsplit(plain), nodes
+
+
 def _from_url(sync: bool, url: str | None) -> Any:
     """A (cluster) client for the resolved, checked URL; ConfigError when it is invalid."""
     resolved = check_redis_url(resolve_redis_url(url))
-    scheme, _, rest = resolved.partition("://")
-    plain = CLUSTER_SCHEMES.get(scheme.lower())
-    factory = CLIENT_KINDS[(sync, plain is not None)].from_url
+    cluster = urlsplit(resolved).scheme.lower() in CLUSTER_SCHEMES
+    cls = CLIENT_KINDS[(sync, cluster)]
     try:
+        if not cluster:
+            return cls.from_url(resolved, **CLIENT_OPTIONS)
+        plain, nodes = cluster_startup_nodes(resolved)
+        node_cls = redis.cluster.ClusterNode if sync else aioredis.cluster.ClusterNode
+        startup_nodes = [node_cls(host, port) for host, port in nodes]
         # the sync cluster client reads the cluster's topology here, so it can fail like a command
         with translate_redis_errors("connecting"):
-            return factory(f"{plain}://{rest}" if plain else resolved, **CLIENT_OPTIONS)
+            return cls.from_url(plain, startup_nodes=startup_nodes, **CLIENT_OPTIONS)
     except ValueError as exc:
         raise ConfigError(f"invalid Redis URL {redact_url(resolved)!r}: {exc}") from None
 

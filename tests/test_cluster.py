@@ -43,6 +43,25 @@ def test_a_cluster_has_only_db_0_and_the_error_hides_the_password() -> None:
     assert redact_url("rediss+cluster://u:s3cret@h:1") == "rediss+cluster://u:***@h:1"
 
 
+async def test_a_url_may_list_several_nodes_so_a_dead_first_one_does_not_matter(
+    cluster_url: str,
+) -> None:
+    url = cluster_url.replace("@", "@127.0.0.1:1,", 1)  # a closed port first, then a live node
+    sync = connect_sync(url)
+    client = connect(url)
+    try:
+        sync.set("test:nodes:probe", "1", ex=60)
+        assert await client.get("test:nodes:probe") == b"1"
+        assert len(sync.get_primaries()) == 3
+    finally:
+        sync.delete("test:nodes:probe")
+        sync.close()
+        await client.aclose()
+    with pytest.raises(ConfigError, match="'nope' is not host:port") as err:
+        connect("redis+cluster://:s3cret@h:1,nope")
+    assert "s3cret" not in str(err.value)
+
+
 async def test_an_unreachable_cluster_is_redis_unavailable_sync_and_async() -> None:
     with pytest.raises(RedisUnavailable):
         connect_sync("redis+cluster://127.0.0.1:1")  # the sync client reads the topology here
