@@ -134,14 +134,14 @@ def cluster_startup_nodes(url: str) -> tuple[str, list[tuple[str, int]]]:
                 f"invalid Redis URL {redact_url(url)!r}: node {node!r} is not host:port"
             )
         nodes.append((host.strip("[]"), int(port)))
-    plain = parts._replace(scheme=CLUSTER_SCHEMES[parts.scheme.lower()], netloc=auth + at + first)
+    plain = parts._replace(scheme=CLUSTER_SCHEMES[parts.scheme], netloc=auth + at + first)
     return urlunsplit(plain), nodes
 
 
 def _from_url(sync: bool, url: str | None) -> Any:
     """A (cluster) client for the resolved, checked URL; ConfigError when it is invalid."""
     resolved = check_redis_url(resolve_redis_url(url))
-    cluster = urlsplit(resolved).scheme.lower() in CLUSTER_SCHEMES
+    cluster = urlsplit(resolved).scheme in CLUSTER_SCHEMES  # urlsplit lowercases it
     cls = CLIENT_KINDS[(sync, cluster)]
     try:
         if not cluster:
@@ -167,7 +167,7 @@ CLIENT_KINDS: dict[tuple[bool, bool], Any] = {
 
 
 def connect(url: str | None = None) -> AsyncRedis:
-    """An asyncio client for ``url`` (see :func:`resolve_redis_url`); a cluster client for ``redis+cluster://``."""
+    """An asyncio client for ``url`` (see :func:`resolve_redis_url`), cluster-aware."""
     return _from_url(False, url)
 
 
