@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import math
 import os
 import re
 import time
@@ -27,6 +28,7 @@ from .coinbase import DEFAULT_API_URL, CoinbaseClient, Credentials, load_credent
 from .errors import (
     EXIT_NOT_READY,
     EXIT_OK,
+    EXIT_REDIS,
     AuthError,
     ConfigError,
     LivermoreError,
@@ -34,15 +36,34 @@ from .errors import (
     StoreError,
     UpstreamError,
 )
+from .macdv import find_gaps
 from .ratelimit import Pacer, RequestStats, RetryPolicy
-from .store import DEFAULT_KEY_TEMPLATE, CandleStore, SeriesInfo, check_key_template, connect
-from .timeframes import DEFAULT_TIMEFRAMES, Timeframe, get_timeframe, parse_timeframes
+from .store import (
+    DEFAULT_KEY_TEMPLATE,
+    MAX_KEEP,
+    MAX_TTL_S,
+    REDIS_TIMEOUT_S,
+    CandleStore,
+    SeriesInfo,
+    check_key_template,
+    connect,
+)
+from .timeframes import (
+    DEFAULT_TIMEFRAMES,
+    STALE_PERIODS,
+    Timeframe,
+    get_timeframe,
+    is_stale,
+    parse_timeframes,
+)
 
 PRIVATE_RATE = 25.0
 PUBLIC_RATE = 8.0
 SYMBOL_RE = re.compile(r"^(?=.{3,40}$)[A-Z0-9]+(?:-[A-Z0-9]+){1,3}$")
 """Coinbase product ids: ``BTC-USD``, ``1INCH-USD``, and dated or perpetual ``BIT-28JUN24-CDE``."""
 
+DEFAULT_DEADLINE_S = 300.0
+"""A startup backfill that has not finished in 5 minutes is stuck (rate-limited key, sick API)."""
 GC_YOUNG_THRESHOLD = 50_000
 """Allocations between young-generation collections while a backfill runs (CPython: 700)."""
 EventSink = Callable[[dict[str, Any]], None]
@@ -87,6 +108,10 @@ class BackfillConfig:
     max_pages: int = 20
     """Bound on pages per series when paging back through an illiquid product's gaps."""
     timeout_s: float = 10.0
+    redis_timeout_s: float = REDIS_TIMEOUT_S
+    """Longest wait for one Redis reply; a Redis that hangs longer stops the run (exit 4)."""
+    deadline_s: float = DEFAULT_DEADLINE_S
+    """Time budget of the whole run (s, 0 = none): at the deadline it stops with exit 3."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     def __post_init__(self) -> None:
@@ -104,7 +129,16 @@ class BackfillConfig:
             (self.concurrency >= 1, f"--concurrency must be ≥ 1, got {self.concurrency}"),
             (1 <= self.page_size <= 350, f"page size must be 1..350, got {self.page_size}"),
             (self.keep == 0 or self.keep >= self.candles, "--keep must be 0 or ≥ --candles"),
-            (self.ttl >= 0, f"--ttl must be ≥ 0, got {self.ttl}"),
+            (self.keep <= MAX_KEEP, f"--keep must be ≤ {MAX_KEEP}, got {self.keep}"),
+            (0 <= self.ttl <= MAX_TTL_S, f"--ttl must be 0..{MAX_TTL_S} s, got {self.ttl}"),
+            (
+                0 < self.redis_timeout_s < math.inf,
+                f"Redis timeout must be > 0 s, got {self.redis_timeout_s}",
+            ),
+            (
+                0 <= self.deadline_s < math.inf,
+                f"--deadline must be ≥ 0 s (0 = none), got {self.deadline_s}",
+            ),
             (self.max_pages >= 1, "max pages must be ≥ 1"),
             (self.timeout_s > 0, "timeout must be > 0"),
         ]
@@ -120,7 +154,7 @@ def open_store(config: BackfillConfig) -> CandleStore:
     The caller closes ``store.client`` (``await store.client.aclose()``).
     """
     return CandleStore(
-        connect(config.redis_url),
+        connect(config.redis_url, timeout_s=config.redis_timeout_s),
         key_template=config.key_template,
         user_id=config.user_id,
         exchange_id=config.exchange_id,
@@ -434,7 +468,7 @@ class _Run:
         )
         for tf, window in todo.items():
             series = self._series_for(tf, task.source, window, found, covered_s * 1000)
-            info = await self.store.write(task.symbol, tf, series)
+            info = await self.store.write(task.symbol, tf, series, replace=window.full)
             self._record(task.symbol, tf, info, fetched=len(series))
 
     def _series_for(
@@ -473,6 +507,49 @@ class _Run:
         self.results[(symbol, tf.name)] = _failed(
             symbol, tf.name, self.infos[(symbol, tf.name)], error
         )
+
+    async def regate(self, now: float) -> None:
+        """Judge every series again on what Redis holds now, not on what the writes returned.
+
+        A Redis restarted without persistence, a concurrent writer or an eviction
+        may have changed a series since it was written: one pipelined read gives
+        the counts the gate judges. A ready series whose newest candle is older
+        than the product's normal gaps allow (:func:`is_stale`) becomes ``stale``;
+        only those few candidates are read whole, to measure their gaps.
+        """
+        keys = list(self.results)
+        series = [(symbol, get_timeframe(tf)) for symbol, tf in keys]
+        too_old = []
+        for (symbol, tf), info in zip(series, await self.store.info(series), strict=True):
+            result = self.results[(symbol, tf.name)]
+            if result.status == "failed":
+                self.infos[(symbol, tf.name)] = info
+                self._record_failure(symbol, tf, result.error or NOT_STARTED)
+                continue
+            self._record(symbol, tf, info, fetched=result.fetched)
+            ready = info.count >= self.config.min_candles and info.last_ms is not None
+            if ready and is_stale(now - (info.last_ms or 0) / 1000 - tf.seconds, tf.seconds):
+                too_old.append((symbol, tf))
+        frames = await asyncio.gather(*(self.store.read(s, tf) for s, tf in too_old))
+        for (symbol, tf), frame in zip(too_old, frames, strict=True):
+            if len(frame):  # (else a concurrent writer emptied it: short already says so)
+                gaps = find_gaps(frame, tf.seconds)["missing"]
+                gap = int(gaps.max()) if len(gaps) else 0
+                self._check_stale(symbol, tf, frame.index[-1].value // 1_000_000, now, gap)
+
+    def _check_stale(
+        self, symbol: str, tf: Timeframe, last_ms: int, now: float, largest_gap: int
+    ) -> None:
+        """Mark a ready series ``stale`` when its newest candle is too old (see is_stale)."""
+        age_s = now - (last_ms / 1000 + tf.seconds)
+        if is_stale(age_s, tf.seconds, largest_gap=largest_gap):
+            result = self.results[(symbol, tf.name)]
+            result.status = "stale"
+            result.error = (
+                f"stale: the newest candle ({_iso(last_ms)}) closed {age_s / 60:.0f} min ago, "
+                f"{age_s / tf.seconds:.1f} periods (allowed: {STALE_PERIODS:g}, or twice the "
+                f"series' largest gap, {largest_gap})"
+            )
 
     def _progress(self) -> None:
         total = len(self.results)
@@ -581,8 +658,16 @@ async def backfill(
                 page_size=config.page_size,
             )
             run = _Run(config, client, store, infos, emit, clock)
+            deadline = (
+                config.deadline_s - (time.monotonic() - started) if config.deadline_s else None
+            )
             with _fewer_collections():
-                error, code = await _run_workers(run, tasks, config.concurrency, stop)
+                error, code = await _run_workers(run, tasks, config.concurrency, stop, deadline)
+        if code != EXIT_REDIS:
+            try:
+                await run.regate(clock())
+            except StoreError as exc:
+                error, code = str(exc), exc.exit_code
     finally:
         await store.client.aclose()
     results = list(run.results.values())
@@ -606,6 +691,7 @@ async def backfill(
             "rate_limited": report.rate_limited,
             "ready_series": sum(r.status == "ready" for r in results),
             "short_series": sum(r.status == "short" for r in results),
+            "stale_series": sum(r.status == "stale" for r in results),
             "failed_series": sum(r.status == "failed" for r in results),
             "error": error,
         }
@@ -614,9 +700,17 @@ async def backfill(
 
 
 async def _run_workers(
-    run: _Run, tasks: list[Task], concurrency: int, stop: asyncio.Event | None
+    run: _Run,
+    tasks: list[Task],
+    concurrency: int,
+    stop: asyncio.Event | None,
+    deadline_s: float | None = None,
 ) -> tuple[str | None, int | None]:
-    """Run the tasks on ``concurrency`` workers; (error, exit code) if the run stopped early."""
+    """Run the tasks on ``concurrency`` workers; (error, exit code) if the run stopped early.
+
+    ``deadline_s``: seconds left of the run's time budget (``--deadline``); when they
+    run out the run stops like an interruption, with the deadline as its reason.
+    """
     queue: asyncio.Queue[Task] = asyncio.Queue()
     for task in tasks:
         queue.put_nowait(task)
@@ -625,6 +719,9 @@ async def _run_workers(
     stopper = asyncio.create_task(stop.wait()) if stop is not None else None
     if stopper is not None:
         waiters.add(stopper)
+    timer = asyncio.create_task(asyncio.sleep(max(0.0, deadline_s))) if deadline_s else None
+    if timer is not None:
+        waiters.add(timer)
     error: str | None = None
     code: int | None = None
     try:
@@ -634,6 +731,13 @@ async def _run_workers(
             if stopper in done:
                 error, code = "interrupted before every series was fetched", EXIT_NOT_READY
                 break
+            if timer in done:
+                budget = run.config.deadline_s
+                error = (
+                    f"deadline of {budget:g} s (--deadline) reached before every series was fetched"
+                )
+                code = EXIT_NOT_READY
+                break
             failed = [w for w in done if w.exception() is not None]
             if failed:
                 exc = failed[0].exception()
@@ -642,9 +746,10 @@ async def _run_workers(
                 error, code = str(exc), exc.exit_code
                 break
     finally:
-        for pending in [*workers, *([stopper] if stopper else [])]:
+        extras = [t for t in (stopper, timer) if t is not None]
+        for pending in [*workers, *extras]:
             pending.cancel()
-        await asyncio.gather(*workers, *([stopper] if stopper else []), return_exceptions=True)
+        await asyncio.gather(*workers, *extras, return_exceptions=True)
     if error is not None:
         for key, result in run.results.items():
             if result.error == NOT_STARTED:

@@ -126,6 +126,24 @@ def parse_candles_payload(payload: Any, tf: Timeframe) -> list[Candle]:
         raise MalformedResponse("a candle entry is not an object") from exc
 
 
+def reject_conflicts(candles: Sequence[Candle]) -> None:
+    """Raise MalformedResponse when two candles of one page share a timestamp but differ.
+
+    Identical copies are harmless (the recorded data has some); differing ones
+    mean the server cannot be trusted with either. Called only for pages that are
+    not strictly newest first, so the usual page pays one comparison per candle.
+    """
+    seen: dict[int, Candle] = {}
+    for candle in candles:
+        if seen.setdefault(candle[0], candle) != candle:
+            raise MalformedResponse(f"two different candles at {candle[0]} ms in one response")
+
+
+def strictly_descending(stamps: Sequence[int]) -> bool:
+    """True when ``stamps`` are newest first with no repeat (how Coinbase sends a page)."""
+    return all(map(gt, stamps, islice(stamps, 1, None)))
+
+
 def dedupe_sorted(candles: Iterable[Candle]) -> list[Candle]:
     """Oldest first, one candle per timestamp (the last one seen wins).
 
@@ -133,8 +151,7 @@ def dedupe_sorted(candles: Iterable[Candle]) -> list[Candle]:
     strictly descending: that is reversed as it is, with no dict and no sort.
     """
     candles = list(candles)
-    stamps = list(map(candle_time, candles))
-    if all(map(gt, stamps, islice(stamps, 1, None))):
+    if strictly_descending(list(map(candle_time, candles))):
         return candles[::-1]
     return sorted({c.timestamp: c for c in candles}.values())
 

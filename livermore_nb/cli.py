@@ -85,6 +85,15 @@ def add_backfill_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--full", action="store_true", help="refetch series already in Redis")
     parser.add_argument("--page-size", type=int, default=defaults.page_size)
     parser.add_argument("--timeout", type=float, default=defaults.timeout_s, help="per request, s")
+    parser.add_argument(
+        "--deadline", type=float, default=defaults.deadline_s,
+        help="time budget of the whole run, s (0 = none; at the deadline: exit 3); "
+        "default: %(default)g",
+    )  # fmt: skip
+    parser.add_argument(
+        "--redis-timeout", type=float, default=defaults.redis_timeout_s,
+        help="longest wait for one Redis reply, s (a hung Redis: exit 4); default: %(default)g",
+    )  # fmt: skip
     parser.add_argument("--report", metavar="FILE.json", help="write the report JSON here")
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
 
@@ -118,6 +127,8 @@ def config_from_args(args: argparse.Namespace) -> BackfillConfig:
         full=args.full,
         page_size=args.page_size,
         timeout_s=args.timeout,
+        deadline_s=args.deadline,
+        redis_timeout_s=args.redis_timeout,
     )
 
 

@@ -12,6 +12,7 @@ import base64
 import binascii
 import json
 import logging
+import math
 import os
 import secrets
 import stat
@@ -29,8 +30,22 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from .candles import Candle, candle_time, dedupe_sorted, parse_candles_payload
-from .errors import ConfigError, MalformedResponse, RateLimited, TransportError, error_for_status
+from .candles import (
+    Candle,
+    candle_time,
+    dedupe_sorted,
+    parse_candles_payload,
+    reject_conflicts,
+    strictly_descending,
+)
+from .errors import (
+    ConfigError,
+    HTTPStatusError,
+    MalformedResponse,
+    RateLimited,
+    TransportError,
+    error_for_status,
+)
 from .ratelimit import Pacer, RequestStats, RetryPolicy, on_rate_limited, retrying
 from .timeframes import Timeframe
 
@@ -41,6 +56,10 @@ PRIVATE_PATH = "/api/v3/brokerage/products/{product}/candles"
 PUBLIC_PATH = "/api/v3/brokerage/market/products/{product}/candles"
 MAX_BUCKETS = 350
 JWT_LIFETIME_S = 120
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+"""Most bytes read from one response, after decompression: a full page of 350
+candles is about 45 kB, so anything near this is not a candles page (a gzip
+bomb, a runaway body) and is rejected as malformed before it fills memory."""
 
 PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 
@@ -143,11 +162,27 @@ def _error_detail(body: bytes) -> str:
 
 
 def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (seconds form only), or None."""
+    """Seconds from a Retry-After header (seconds form only; NaN or junk = None).
+
+    Huge values and ``inf`` pass through: :func:`~livermore_nb.ratelimit.on_rate_limited` caps them.
+    """
     try:
-        return max(0.0, float(value)) if value is not None else None
+        seconds = float(value) if value is not None else math.nan
     except ValueError:
         return None
+    return None if math.isnan(seconds) else max(0.0, seconds)
+
+
+async def read_bounded(content: aiohttp.StreamReader, limit: int = MAX_RESPONSE_BYTES) -> bytes:
+    """The whole (decompressed) body, or MalformedResponse once it passes ``limit`` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await content.read(limit + 1 - size):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise MalformedResponse(f"response body larger than {limit} bytes: not a candles page")
+    return b"".join(chunks)
 
 
 @dataclass(frozen=True)
@@ -199,6 +234,8 @@ class CoinbaseClient:
         self.stats = stats
         self.page_size = page_size
         self._clock = clock
+        self._key_worked = False
+        """True once the key was accepted in this run: a later 401 is throttling, not rejection."""
 
     async def candles(self, product: str, tf: Timeframe, page: Page) -> list[Candle]:
         """One page of ``[start, end)``, newest first as sent, retried as the policy says."""
@@ -267,20 +304,36 @@ class CoinbaseClient:
         self.stats.requests += 1
         try:
             async with self._session.get(
-                self._origin + path, params=params, headers=headers
+                self._origin + path, params=params, headers=headers, allow_redirects=False
             ) as resp:
-                body = await resp.read()
                 status, retry_after = resp.status, resp.headers.get("Retry-After")
+                body = await read_bounded(resp.content)
         except TimeoutError:
             raise TransportError(f"{product} {tf.name}: request timed out") from None
         except aiohttp.ClientError as exc:
             raise TransportError(f"{product} {tf.name}: {type(exc).__name__}: {exc}") from None
         if status != 200:
-            error = error_for_status(status, _error_detail(body), _retry_after(retry_after))
-            if isinstance(error, RateLimited):
-                on_rate_limited(error, self._pacer, self._retry, self.stats)
-            raise error
+            raise self._status_error(status, body, retry_after)
+        if self._credentials is not None:
+            self._key_worked = True
         return self._parse(body, tf, page)
+
+    def _status_error(self, status: int, body: bytes, retry_after: str | None) -> HTTPStatusError:
+        """The error for a non-200 answer; starts the shared cool-down for a 429.
+
+        Redirects are never followed: only the configured API host is trusted
+        with the candles. A 401 after the key already worked in this run is how
+        Coinbase sometimes throttles, so it is retried like a 429 (boundedly).
+        """
+        if 300 <= status < 400:
+            return HTTPStatusError(status, f"redirect refused: candles come only from {self._host}")
+        detail = _error_detail(body)
+        error = error_for_status(status, detail, _retry_after(retry_after))
+        if status == 401 and self._key_worked:
+            error = RateLimited(status, f"{detail} (the key worked earlier: retried as throttling)")
+        if isinstance(error, RateLimited):
+            on_rate_limited(error, self._pacer, self._retry, self.stats)
+        return error
 
     @staticmethod
     def _parse(body: bytes, tf: Timeframe, page: Page) -> list[Candle]:
@@ -292,6 +345,8 @@ class CoinbaseClient:
         lo, hi = page.start_s * 1000, page.end_s * 1000
         candles = parse_candles_payload(payload, tf)
         stamps = list(map(candle_time, candles))
+        if not strictly_descending(stamps):
+            reject_conflicts(candles)
         if not stamps or (lo <= min(stamps) and max(stamps) < hi):
             return candles  # the usual case, checked in C
         return [c for c, ts in zip(candles, stamps, strict=True) if lo <= ts < hi]

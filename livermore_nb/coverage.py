@@ -26,7 +26,7 @@ from .store import (
     format_key,
     read_frames_sync,
 )
-from .timeframes import TIMEFRAMES, parse_timeframes
+from .timeframes import STALE_PERIODS, TIMEFRAMES, is_stale, parse_timeframes
 
 __all__ = [
     "COVERAGE_COLUMNS",
@@ -133,24 +133,30 @@ def summarize(
     *,
     target: int = 300,
     now: pd.Timestamp | datetime | float | None = None,
-    stale_periods: float = 2.0,
+    stale_periods: float = STALE_PERIODS,
 ) -> pd.DataFrame:
     """One row per series (COVERAGE_COLUMNS), so a person sees at once what is short or old.
 
     ``missing`` counts the absent periods between first and last, ``largest_gap`` is
     the longest run of them (periods). ``age`` is the time since the newest candle
     *closed* (negative while it is still open); a series is ``stale`` when empty or
-    when more than ``stale_periods`` periods have closed since.
+    when more periods have closed since than ``stale_periods`` and than twice its
+    largest gap (:func:`~livermore_nb.timeframes.is_stale`, the gate's rule too).
     """
     clock = _utc(now)
     gaps = series_gaps(frames).groupby(["symbol", "timeframe"])["missing"]
     missing, largest = gaps.sum().to_dict(), gaps.max().to_dict()
     rows = []
     for (symbol, tf), frame in frames.items():
-        period = pd.Timedelta(seconds=TIMEFRAMES[tf].seconds)
+        period_s = TIMEFRAMES[tf].seconds
+        period = pd.Timedelta(seconds=period_s)
         first = frame.index[0] if len(frame) else pd.NaT
         last = frame.index[-1] if len(frame) else pd.NaT
         age = clock - (last + period) if len(frame) else pd.NaT
+        largest_gap = int(largest.get((symbol, tf), 0))
+        stale = pd.isna(age) or is_stale(
+            age.total_seconds(), period_s, largest_gap=largest_gap, stale_periods=stale_periods
+        )
         rows.append(
             {
                 "symbol": symbol,
@@ -160,9 +166,9 @@ def summarize(
                 "first": first,
                 "last": last,
                 "missing": int(missing.get((symbol, tf), 0)),
-                "largest_gap": int(largest.get((symbol, tf), 0)),
+                "largest_gap": largest_gap,
                 "age": age,
-                "stale": bool(pd.isna(age) or age > stale_periods * period),
+                "stale": bool(stale),
             }
         )
     out = pd.DataFrame(rows, columns=list(COVERAGE_COLUMNS))
@@ -182,7 +188,7 @@ def coverage(
     exchange_id: int = 1,
     target: int = 300,
     now: pd.Timestamp | datetime | float | None = None,
-    stale_periods: float = 2.0,
+    stale_periods: float = STALE_PERIODS,
 ) -> pd.DataFrame:
     """What Redis holds for each series now (see :func:`summarize` for the columns)."""
     frames = load_series(

@@ -5,14 +5,19 @@ and no Coinbase key. The recorded products (BTC, ETH, DOGE, XTZ) hold ~32 days
 of real 1-minute candles; to reach 300 daily candles the emulator serves a
 seeded synthetic walk *before* the recorded span (``extend_history``), and the
 21 other products are synthetic throughout. The demo says so when it ends.
+
+Emulator candles go to the embedded Redis unless a Redis is named for them
+(``--redis-url``, or ``redis_url`` in the notebooks), never to ``$REDIS_URL``,
+which may be the production cache.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
@@ -21,7 +26,7 @@ from .backfill import BackfillConfig, BackfillReport, backfill, open_store
 from .cli import format_report
 from .emulator import DEFAULT_SYNTHETIC, EmulatorConfig, EmulatorThread, make_test_key
 from .progress import BarSink, EventSink, LogSink
-from .store import resolve_redis_url
+from .store import embedded_redis_url, redact_url, resolve_redis_url
 from .timeframes import get_timeframe
 
 RECORDED = ("BTC-USD", "ETH-USD", "DOGE-USD", "XTZ-USD")
@@ -49,6 +54,11 @@ def offline_coinbase(
         }
 
 
+def emulator_redis_url(redis_url: str | None = None) -> str:
+    """Where emulator candles go: the Redis named here, else the embedded one (not $REDIS_URL)."""
+    return embedded_redis_url() if redis_url is None else redis_url
+
+
 async def clear_embedded(config: BackfillConfig) -> None:
     """Delete the demo's series from the *embedded* Redis (never from a server of yours).
 
@@ -69,7 +79,7 @@ async def backfill_offline(
     config: BackfillConfig, *, on_event: EventSink | None = None, extend_history: bool = True
 ) -> BackfillReport:
     """Backfill ``config`` in full from a fresh emulator (its data re-anchors at every start)."""
-    config = replace(config, full=True)
+    config = replace(config, full=True, redis_url=emulator_redis_url(config.redis_url))
     await clear_embedded(config)
     with offline_coinbase(extend_history=extend_history) as env:
         return await backfill(config, env={**os.environ, **env}, on_event=on_event)
@@ -81,8 +91,10 @@ async def ensure_offline_cache(
     """Fill the cache from the emulator when none of ``config``'s series holds a candle.
 
     Lets the analysis notebooks run top to bottom offline; a cache that holds
-    anything is left as it is (None is returned).
+    anything is left as it is (None is returned). Like :func:`backfill_offline`, it uses
+    the embedded Redis unless ``config.redis_url`` names one.
     """
+    config = replace(config, redis_url=emulator_redis_url(config.redis_url))
     store = open_store(config)
     try:
         series = [(s, get_timeframe(tf)) for s in config.symbols for tf in config.timeframes]
@@ -94,18 +106,26 @@ async def ensure_offline_cache(
     return await backfill_offline(config, on_event=on_event)
 
 
-async def run_demo(symbols: tuple[str, ...] = DEMO_SYMBOLS) -> BackfillReport:
-    """Backfill ``symbols`` × 5m, 15m, 1h, 4h, 1d from the emulator into the configured Redis."""
+async def run_demo(
+    symbols: tuple[str, ...] = DEMO_SYMBOLS, redis_url: str | None = None
+) -> BackfillReport:
+    """Backfill ``symbols`` × 5m, 15m, 1h, 4h, 1d from the emulator (embedded Redis by default)."""
     sink = BarSink(file=sys.stderr) if sys.stderr.isatty() else LogSink()
-    return await backfill_offline(BackfillConfig(symbols=symbols), on_event=sink)
+    config = BackfillConfig(symbols=symbols, redis_url=redis_url)
+    return await backfill_offline(config, on_event=sink)
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo and print the per-series table; exit with the gate's code."""
-    redis_url = resolve_redis_url(None)
-    where = "embedded Redis" if redis_url.startswith("unix://") else "Redis at $REDIS_URL"
+    parser = argparse.ArgumentParser(prog="python -m livermore_nb.demo", description=__doc__)
+    parser.add_argument(
+        "--redis-url", metavar="URL", help="write here instead of the embedded Redis ($REDIS_URL "
+        "is ignored: the demo's synthetic candles must not reach a real cache)",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    where = redact_url(args.redis_url) if args.redis_url is not None else "embedded Redis"
     print(f"livermore-nb demo: {len(DEMO_SYMBOLS)} symbols from the offline emulator → {where}")
-    report = asyncio.run(run_demo())
+    report = asyncio.run(run_demo(redis_url=args.redis_url))
     print(format_report(report))
     print(
         "\nData: " + ", ".join(RECORDED) + " are real Coinbase 1-minute candles (Nov–Dec 2023, "

@@ -13,7 +13,9 @@
     │   └── MalformedResponse       a body that is not the documented JSON: retried
     ├── InvalidCandle               a candle that fails validation: never written
     ├── StoreError                  Redis problems
+    │   ├── RedisOutOfMemory        over ``maxmemory``: the write was refused whole (exit 4)
     │   └── RedisUnavailable        cannot reach Redis (exit 4)
+    │       └── RedisTimeout        Redis accepted the connection but did not answer in time
     └── CommandNotFound             ``startup``'s COMMAND cannot be executed (exit 127)
 
 aiohttp and redis exceptions are translated into this tree at one boundary each
@@ -118,6 +120,14 @@ class StoreError(LivermoreError):
 
 class RedisUnavailable(StoreError):
     """Redis cannot be reached."""
+
+
+class RedisTimeout(RedisUnavailable):
+    """Redis did not answer within the socket timeout (hung or overloaded): not retried."""
+
+
+class RedisOutOfMemory(StoreError):
+    """Redis refused a write because it is over ``maxmemory``; nothing of it was applied."""
 
 
 class CommandNotFound(LivermoreError):

@@ -18,6 +18,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections import deque
@@ -29,6 +30,7 @@ from tenacity import (
     RetryCallState,
     retry_if_exception,
     stop_after_attempt,
+    stop_after_delay,
     wait_exponential_jitter,
 )
 
@@ -38,6 +40,7 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
 WINDOW_S = 1.0
+log = logging.getLogger(__name__)
 
 
 class Pacer:
@@ -91,10 +94,23 @@ class RetryPolicy:
     jitter_s: float = 0.25
     cool_down_s: float = 1.0
     """Shared pause after a 429 that carries no Retry-After."""
+    max_cool_down_s: float = 60.0
+    """Longest shared pause one 429 can start, whatever its Retry-After says (3600, ``inf``)."""
+    give_up_after_s: float = 120.0
+    """A request still failing after this long (its retries and pauses included) gives up."""
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
             raise ConfigError("retry attempts must be at least 1")
+        for name in ("max_cool_down_s", "give_up_after_s"):
+            value = getattr(self, name)
+            if not 0 < value < math.inf:
+                raise ConfigError(f"retry {name} must be a positive number of seconds, got {value}")
+
+    def cool_down_for(self, retry_after: float | None) -> float:
+        """The shared pause for a 429: its Retry-After (or the default), at most the cap."""
+        wanted = self.cool_down_s if retry_after is None else retry_after
+        return min(wanted, self.max_cool_down_s)
 
 
 @dataclass
@@ -113,7 +129,7 @@ def retrying(policy: RetryPolicy, stats: RequestStats) -> AsyncRetrying:
         stats.retries += 1
 
     return AsyncRetrying(
-        stop=stop_after_attempt(policy.attempts),
+        stop=stop_after_attempt(policy.attempts) | stop_after_delay(policy.give_up_after_s),
         wait=wait_exponential_jitter(
             multiplier=policy.backoff_initial_s, max=policy.backoff_max_s, jitter=policy.jitter_s
         ),
@@ -126,6 +142,11 @@ def retrying(policy: RetryPolicy, stats: RequestStats) -> AsyncRetrying:
 def on_rate_limited(
     exc: RateLimited, pacer: Pacer, policy: RetryPolicy, stats: RequestStats
 ) -> None:
-    """Start the shared cool-down for a 429, honouring Retry-After."""
+    """Start the shared cool-down for a 429, honouring Retry-After up to the policy's cap."""
     stats.rate_limited += 1
-    pacer.cool_down(exc.retry_after if exc.retry_after is not None else policy.cool_down_s)
+    pause = policy.cool_down_for(exc.retry_after)
+    log.warning(
+        "rate limited (HTTP %s, Retry-After %s): every worker pauses %.1f s",
+        exc.status, exc.retry_after, pause,
+    )  # fmt: skip
+    pacer.cool_down(pause)

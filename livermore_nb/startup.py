@@ -42,6 +42,8 @@ NOTEBOOK_PARAMETERS: tuple[str, ...] = (
     "full",
     "page_size",
     "timeout_s",
+    "deadline_s",
+    "redis_timeout_s",
 )
 """BackfillConfig fields the notebook's ``parameters`` cell takes under the same names."""
 

@@ -32,12 +32,27 @@ import orjson
 import pandas as pd
 import redis
 import redis.asyncio as aioredis
-from redis.exceptions import AskError, ClusterDownError, RedisClusterException, RedisError
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    OutOfMemoryError,
+    RedisClusterException,
+    RedisError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry as SyncRetry
 
 from .candles import Candle, candle_time, to_frame
-from .errors import ConfigError, RedisUnavailable, StoreError
+from .errors import (
+    ConfigError,
+    RedisOutOfMemory,
+    RedisTimeout,
+    RedisUnavailable,
+    StoreError,
+)
 from .timeframes import Timeframe
 
 DEFAULT_KEY_TEMPLATE = "candles:{user_id}:{exchange_id}:{symbol}:{timeframe}"
@@ -46,18 +61,56 @@ DEFAULT_EMBEDDED_DB = Path.home() / ".cache" / "livermore-nb" / "redis.db"
 WRITE_BACKOFF_S: tuple[float, ...] = (0.1, 0.3, 0.6, 1.0)
 """Pauses between retries of a series write that lost Redis (a restart, a dropped connection)."""
 
+MAX_KEEP = 10_000_000
+"""Largest ``keep`` (members per series) the write script accepts."""
+MAX_TTL_S = 2**31 - 1
+"""Largest ``ttl`` (s, ~68 years): Redis rejects an EXPIRE that overflows, after the writes."""
+REDIS_CONNECT_TIMEOUT_S = 5.0
+REDIS_TIMEOUT_S = 10.0
+"""How long one Redis command may go unanswered before the run gives up (a hung server)."""
+
 # KEYS[1] = series key; ARGV = keep, ttl, the scores joined by spaces, the members joined by
-# newlines (compact JSON holds none). Two arguments instead of two per candle: redis-py packs
-# every argument in Python, which cost more than everything else a write does.
+# newlines (compact JSON holds none), replace ("1": a full rewrite). Two arguments instead of
+# two per candle: redis-py packs every argument in Python, which cost more than everything
+# else a write does. Every argument is checked before the first write, because a script that
+# fails half-way keeps what it wrote. The first write is a ZADD (a command Redis refuses over
+# maxmemory) that changes nothing: over maxmemory the script stops there, before any delete or
+# add, instead of growing Redis past its limit. A full rewrite first drops every member in the
+# span of the new candles, so no older candle survives in the gaps of the new fetch.
 WRITE_SERIES_LUA = """
 local key = KEYS[1]
 local keep = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
-local next_score = string.gmatch(ARGV[3], '%S+')
+if not keep or keep < 0 or keep > MAX_KEEP or keep % 1 ~= 0 then
+  return redis.error_reply('ERR livermore-nb: keep must be an integer 0..MAX_KEEP')
+end
+if not ttl or ttl < 0 or ttl > MAX_TTL or ttl % 1 ~= 0 then
+  return redis.error_reply('ERR livermore-nb: ttl must be an integer 0..MAX_TTL')
+end
+local scores, members = {}, {}
+for score in string.gmatch(ARGV[3], '%S+') do
+  if not tonumber(score) then
+    return redis.error_reply('ERR livermore-nb: a score is not a number')
+  end
+  scores[#scores + 1] = score
+end
 for member in string.gmatch(ARGV[4], '[^\\n]+') do
-  local score = next_score()
-  redis.call('ZREMRANGEBYSCORE', key, score, score)
-  redis.call('ZADD', key, score, member)
+  members[#members + 1] = member
+end
+if #members ~= #scores then
+  return redis.error_reply('ERR livermore-nb: scores and members differ in number')
+end
+if #members > 0 then
+  redis.call('ZADD', key, 'XX', scores[1], members[1])
+  if ARGV[5] == '1' then
+    redis.call('ZREMRANGEBYSCORE', key, scores[1], scores[#scores])
+  end
+  for i = 1, #members do
+    if ARGV[5] ~= '1' then
+      redis.call('ZREMRANGEBYSCORE', key, scores[i], scores[i])
+    end
+    redis.call('ZADD', key, scores[i], members[i])
+  end
 end
 if keep > 0 then
   redis.call('ZREMRANGEBYRANK', key, 0, -keep - 1)
@@ -70,7 +123,7 @@ end
 local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
 local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
 return {redis.call('ZCARD', key), first[2] or false, last[2] or false}
-"""
+""".replace("MAX_KEEP", str(MAX_KEEP)).replace("MAX_TTL", str(MAX_TTL_S))
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 """URL schemes that select the Redis Cluster client, and the scheme redis-py takes for each."""
@@ -114,8 +167,21 @@ def embedded_redis_url(db_path: Path | None = None) -> str:
 
 
 def resolve_redis_url(url: str | None) -> str:
-    """The Redis URL to use: ``url``, else ``$REDIS_URL``, else the embedded server."""
-    return url or os.environ.get("REDIS_URL") or embedded_redis_url()
+    """The Redis URL to use: ``url``, else ``$REDIS_URL``, else the embedded server.
+
+    An empty URL (``REDIS_URL=''``, ``--redis-url ''``) is a ConfigError, not a quiet
+    switch to the embedded server: it is a deployment mistake, not a choice.
+    """
+    if url is None:
+        url = os.environ.get("REDIS_URL")
+        if url is None:
+            return embedded_redis_url()
+    if not url.strip():
+        raise ConfigError(
+            "the Redis URL is empty (REDIS_URL='' or --redis-url ''): give a redis:// URL, "
+            "or unset REDIS_URL for the embedded Redis"
+        )
+    return url
 
 
 def cluster_startup_nodes(url: str) -> tuple[str, list[tuple[str, int]]]:
@@ -138,25 +204,34 @@ def cluster_startup_nodes(url: str) -> tuple[str, list[tuple[str, int]]]:
     return urlunsplit(plain), nodes
 
 
-def _from_url(sync: bool, url: str | None) -> Any:
-    """A (cluster) client for the resolved, checked URL; ConfigError when it is invalid."""
+def _from_url(sync: bool, url: str | None, timeout_s: float) -> Any:
+    """A (cluster) client for the resolved, checked URL; ConfigError when it is invalid.
+
+    redis-py retries a dropped connection (a restart) but not a timeout: a Redis that
+    does not answer is reported after ``timeout_s``, not after four of them. (The
+    cluster client retries timeouts as well, up to the same three times.)
+    """
     resolved = check_redis_url(resolve_redis_url(url))
     cluster = urlsplit(resolved).scheme in CLUSTER_SCHEMES  # urlsplit lowercases it
     cls = CLIENT_KINDS[(sync, cluster)]
+    options = {
+        "socket_connect_timeout": min(REDIS_CONNECT_TIMEOUT_S, timeout_s),
+        "socket_timeout": timeout_s,
+        "retry": _retry_reconnects(SyncRetry if sync else AsyncRetry),
+    }
     try:
         if not cluster:
-            return cls.from_url(resolved, **CLIENT_OPTIONS)
+            return cls.from_url(resolved, **options)
         plain, nodes = cluster_startup_nodes(resolved)
         node_cls = redis.cluster.ClusterNode if sync else aioredis.cluster.ClusterNode
         startup_nodes = [node_cls(host, port) for host, port in nodes]
         # the sync cluster client reads the cluster's topology here, so it can fail like a command
         with translate_redis_errors("connecting"):
-            return cls.from_url(plain, startup_nodes=startup_nodes, **CLIENT_OPTIONS)
+            return cls.from_url(plain, startup_nodes=startup_nodes, **options)
     except ValueError as exc:
         raise ConfigError(f"invalid Redis URL {redact_url(resolved)!r}: {exc}") from None
 
 
-CLIENT_OPTIONS: dict[str, Any] = {"socket_connect_timeout": 5, "socket_timeout": 30}
 CLIENT_KINDS: dict[tuple[bool, bool], Any] = {
     (False, False): aioredis.Redis,
     (False, True): aioredis.RedisCluster,
@@ -166,14 +241,19 @@ CLIENT_KINDS: dict[tuple[bool, bool], Any] = {
 """The client class by (synchronous?, cluster URL?)."""
 
 
-def connect(url: str | None = None) -> AsyncRedis:
+def _retry_reconnects(retry_class: Any) -> Any:
+    """redis-py's default retry (3 tries, jittered backoff), for dropped connections only."""
+    return retry_class(ExponentialWithJitterBackoff(), 3, supported_errors=(RedisConnectionError,))
+
+
+def connect(url: str | None = None, *, timeout_s: float = REDIS_TIMEOUT_S) -> AsyncRedis:
     """An asyncio client for ``url`` (see :func:`resolve_redis_url`), cluster-aware."""
-    return _from_url(False, url)
+    return _from_url(False, url, timeout_s)
 
 
-def connect_sync(url: str | None = None) -> SyncRedis:
+def connect_sync(url: str | None = None, *, timeout_s: float = REDIS_TIMEOUT_S) -> SyncRedis:
     """A synchronous client for ``url``, for notebooks and reports that need no loop."""
-    return _from_url(True, url)
+    return _from_url(True, url, timeout_s)
 
 
 def scan_keys(client: SyncRedis, pattern: str) -> list[str]:
@@ -190,7 +270,17 @@ def translate_redis_errors(what: str) -> Iterator[None]:
     """Turn redis-py exceptions into the package's StoreError tree."""
     try:
         yield
-    except (RedisConnectionError, RedisTimeoutError, ClusterDownError, OSError) as exc:
+    except RedisTimeoutError:
+        raise RedisTimeout(
+            f"Redis did not answer while {what} (hung or overloaded?): gave up after the "
+            "socket timeout"
+        ) from None
+    except OutOfMemoryError:
+        raise RedisOutOfMemory(
+            f"Redis is out of memory (over maxmemory) while {what}: that write was refused "
+            "whole; free memory or raise maxmemory"
+        ) from None
+    except (RedisConnectionError, ClusterDownError, OSError) as exc:
         raise RedisUnavailable(f"Redis unreachable while {what}: {type(exc).__name__}") from None
     except RedisClusterException as exc:  # not a RedisError: no reachable node, slots not covered
         raise RedisUnavailable(f"Redis Cluster unusable while {what}: {exc}") from None
@@ -320,19 +410,25 @@ class CandleStore:
         with translate_redis_errors("connecting"):
             await self.client.ping()
 
-    async def write(self, symbol: str, tf: Timeframe, candles: Sequence[Candle]) -> SeriesInfo:
-        """Write one series atomically; returns what the series holds afterwards."""
+    async def write(
+        self, symbol: str, tf: Timeframe, candles: Sequence[Candle], *, replace: bool = False
+    ) -> SeriesInfo:
+        """Write one series atomically; returns what the series holds afterwards.
+
+        ``replace`` (a full, cold fetch): the candles replace every member between
+        their first and last open time, so none of an older source stays in the gaps.
+        """
         scores = " ".join(map(str, map(candle_time, candles)))
         members = members_blob(candles, symbol, tf.name)
-        args: list[Any] = [self.keep, self.ttl, scores, members]
+        args: list[Any] = [self.keep, self.ttl, scores, members, "1" if replace else "0"]
         key = self.key(symbol, tf)
         for delay in (*self.write_backoff_s, None):
             try:
                 with translate_redis_errors(f"writing {symbol} {tf.name}"):
                     count, first, last = await self._write(keys=[key], args=args)
                 return SeriesInfo(int(count), _score(first), _score(last))
-            except RedisUnavailable:
-                if delay is None:
+            except RedisUnavailable as exc:
+                if delay is None or isinstance(exc, RedisTimeout):
                     raise
                 await asyncio.sleep(delay)  # the script is atomic and idempotent: safe to rerun
         raise AssertionError("unreachable: the last attempt returns or raises")

@@ -61,6 +61,23 @@ GRANULARITIES: dict[str, Timeframe] = {
 DEFAULT_TIMEFRAMES: tuple[str, ...] = ("5m", "15m", "1h", "4h", "1d")
 
 
+STALE_PERIODS = 2.0
+"""Closed periods a series' newest candle may miss before it is stale (beyond normal gaps)."""
+
+
+def is_stale(
+    age_s: float, period_s: int, *, largest_gap: int = 0, stale_periods: float = STALE_PERIODS
+) -> bool:
+    """Whether a series whose newest candle closed ``age_s`` ago misses candles it should hold.
+
+    The one staleness rule (coverage and the readiness gate): stale when more
+    periods have closed since than ``stale_periods`` and than twice the longest
+    run of missing periods inside the series (``largest_gap``), so an illiquid
+    product's normal quiet spells are not mistaken for a stale cache.
+    """
+    return age_s > max(stale_periods, 2 * largest_gap) * period_s
+
+
 def get_timeframe(name: str) -> Timeframe:
     """The timeframe called ``name``; ConfigError listing the valid names otherwise."""
     try:

@@ -162,12 +162,18 @@ def wait_until(ready: Callable[[], bool], what: str, timeout_s: float = 10) -> N
 
 
 class RedisServer:
-    """A private ``redis-server`` on a free port (AOF on), for tests that kill or restart it."""
+    """A private ``redis-server`` on a free port (AOF on), for tests that kill or restart it.
 
-    def __init__(self, directory: Path, password: str | None = None) -> None:
+    ``persist=False`` runs it without AOF or snapshots: a restart comes back empty.
+    """
+
+    def __init__(
+        self, directory: Path, password: str | None = None, *, persist: bool = True
+    ) -> None:
         self.port = free_port()
         self.directory = directory
         self.password = password
+        self.persist = persist
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -179,8 +185,8 @@ class RedisServer:
     def start(self) -> RedisServer:
         """Start (or restart, reloading the AOF) and wait until it answers PING."""
         args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
-        args += ["--dir", str(self.directory), "--save", "", "--appendonly", "yes"]
-        args += ["--appendfsync", "always"]
+        args += ["--dir", str(self.directory), "--save", ""]
+        args += ["--appendonly", "yes", "--appendfsync", "always"] if self.persist else []
         args += ["--requirepass", self.password] if self.password else []
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
