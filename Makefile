@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint format bench warmup images clean
+.PHONY: install demo test test-fast lint format bench warmup images api-docs clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (or make PYTHON=python3 ...)"; exit 2; }
@@ -43,6 +43,9 @@ warmup: $(STAMP)
 
 images: $(STAMP)
 	$(BIN)/python docs/render_images.py docs/img
+
+api-docs: $(STAMP)
+	$(BIN)/python docs/render_api.py docs/api.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build *.egg-info

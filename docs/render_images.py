@@ -40,7 +40,8 @@ def main(out: Path) -> None:
     plots.gap_timeline(cov, series_gaps(frames)).savefig(out / "gap_timeline.png", dpi=100)
     plots.staleness_chart(cov).savefig(out / "staleness.png", dpi=100)
     btc = frames[("BTC-USD", "1h")]
-    plots.macdv_panel(btc, macdv(btc), title="BTC-USD 1h").savefig(out / "macdv_panel.png", dpi=100)
+    panel = plots.macdv_panel(btc, macdv(btc), title="BTC-USD 1h", min_candles=config.min_candles)
+    panel.savefig(out / "macdv_panel.png", dpi=100)
     recorded = resample(read_recorded_csv(PACKAGED_DATA / "BTC-USD.csv.gz"), 300)
     plots.warmup_curve(warmup_errors(recorded), title="BTC-USD 5m (recorded)").savefig(
         out / "warmup_curve.png", dpi=100

@@ -14,6 +14,7 @@ import os
 import re
 import time
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -37,6 +38,7 @@ from .errors import (
     UpstreamError,
 )
 from .macdv import find_gaps
+from .products import hints, list_products, syntax_guess
 from .ratelimit import Pacer, RequestStats, RetryPolicy
 from .store import (
     DEFAULT_KEY_TEMPLATE,
@@ -50,6 +52,7 @@ from .store import (
 )
 from .timeframes import (
     DEFAULT_TIMEFRAMES,
+    ISO_UTC,
     STALE_PERIODS,
     Timeframe,
     get_timeframe,
@@ -77,7 +80,9 @@ def parse_symbols(symbols: str | Sequence[str]) -> tuple[str, ...]:
         raise ConfigError("no symbols given")
     for symbol in cleaned:
         if not SYMBOL_RE.match(symbol):
-            raise ConfigError(f"malformed symbol {symbol!r} (expected a product id like BTC-USD)")
+            guess = syntax_guess(symbol)
+            hint = f"did you mean {guess}?" if guess and SYMBOL_RE.match(guess) else "like BTC-USD"
+            raise ConfigError(f"malformed symbol {symbol!r} (expected a product id; {hint})")
     return tuple(dict.fromkeys(cleaned))
 
 
@@ -113,6 +118,7 @@ class BackfillConfig:
     deadline_s: float = DEFAULT_DEADLINE_S
     """Time budget of the whole run (s, 0 = none): at the deadline it stops with exit 3."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    """Tries per request, backoff and the 429 cool-down."""
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -302,13 +308,21 @@ class SeriesResult:
     """How one series ended: candles now in Redis, first/last open time, status."""
 
     symbol: str
+    """Product id, e.g. ``BTC-USD``."""
     timeframe: str
+    """Timeframe name, e.g. ``5m`` or ``4h``."""
     candles: int = 0
+    """Candles the series holds in Redis after the run (count)."""
     first: str | None = None
+    """Open time of its oldest candle in Redis, ISO-8601 UTC (``2024-04-04T00:00:00Z``)."""
     last: str | None = None
+    """Open time of its newest candle in Redis, ISO-8601 UTC; null for both when empty."""
     status: str = "failed"
+    """``ready`` (≥ ``min_candles``), ``short`` (fewer) or ``failed`` (see ``error``)."""
     error: str | None = None
+    """Why the series is short or failed ("did you mean" for unknown products); null if ready."""
     fetched: int = 0
+    """Candles this run wrote to the series (count; 0 when it was already current)."""
 
 
 @dataclass
@@ -316,11 +330,17 @@ class BackfillReport:
     """The outcome of a backfill: the readiness gate, counters, and one row per series."""
 
     ready: bool
+    """The readiness gate: every series ``ready`` and the run not stopped early."""
     duration_s: float
+    """Wall time of the run (seconds)."""
     requests: int
+    """HTTP requests sent, retries and a products list included (count)."""
     retries: int
+    """Requests that were retries after a 429, 5xx, timeout or malformed body (count)."""
     rate_limited: int
+    """Answers that were HTTP 429 (count)."""
     series: list[SeriesResult]
+    """One entry per (symbol, timeframe), in plan order."""
     error: str | None = None
     """Why the run stopped early (authentication, Redis, interruption), if it did."""
     fatal_exit_code: int | None = None
@@ -350,6 +370,15 @@ class BackfillReport:
             ],
         }
 
+    def verdict(self) -> str:
+        """One line for people: READY or NOT READY, series per status, time and requests."""
+        counts = Counter(s.status for s in self.series)
+        summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        return (
+            f"{'READY' if self.ready else 'NOT READY'}: {summary} in {self.duration_s:.1f}s, "
+            f"{self.requests} requests, {self.retries} retries, {self.rate_limited} rate-limited"
+        )
+
     def to_frame(self) -> Any:
         """The per-series table as a pandas DataFrame."""
         import pandas as pd
@@ -375,7 +404,7 @@ def _iso(ms: int | None) -> str | None:
     """Milliseconds since epoch as an ISO-8601 UTC string."""
     if ms is None:
         return None
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime(ISO_UTC)
 
 
 NOT_STARTED = "not started"
@@ -514,7 +543,7 @@ class _Run:
         A Redis restarted without persistence, a concurrent writer or an eviction
         may have changed a series since it was written: one pipelined read gives
         the counts the gate judges. A ready series whose newest candle is older
-        than the product's normal gaps allow (:func:`is_stale`) becomes ``stale``;
+        than the product's normal gaps allow (:func:`is_stale`) becomes short (stale);
         only those few candidates are read whole, to measure their gaps.
         """
         keys = list(self.results)
@@ -540,11 +569,15 @@ class _Run:
     def _check_stale(
         self, symbol: str, tf: Timeframe, last_ms: int, now: float, largest_gap: int
     ) -> None:
-        """Mark a ready series ``stale`` when its newest candle is too old (see is_stale)."""
+        """Mark a ready series short when its newest candle is too old (see is_stale).
+
+        The report keeps DESIGN's three statuses (ready, short, failed): a stale
+        series is short of its newest candles, and its error says ``stale: …``.
+        """
         age_s = now - (last_ms / 1000 + tf.seconds)
         if is_stale(age_s, tf.seconds, largest_gap=largest_gap):
             result = self.results[(symbol, tf.name)]
-            result.status = "stale"
+            result.status = "short"
             result.error = (
                 f"stale: the newest candle ({_iso(last_ms)}) closed {age_s / 60:.0f} min ago, "
                 f"{age_s / tf.seconds:.1f} periods (allowed: {STALE_PERIODS:g}, or twice the "
@@ -663,6 +696,8 @@ async def backfill(
             )
             with _fewer_collections():
                 error, code = await _run_workers(run, tasks, config.concurrency, stop, deadline)
+            if run.unknown and error is None:
+                await _explain_unknown(run)
         if code != EXIT_REDIS:
             try:
                 await run.regate(clock())
@@ -691,12 +726,29 @@ async def backfill(
             "rate_limited": report.rate_limited,
             "ready_series": sum(r.status == "ready" for r in results),
             "short_series": sum(r.status == "short" for r in results),
-            "stale_series": sum(r.status == "stale" for r in results),
+            "stale_series": sum((r.error or "").startswith("stale:") for r in results),
             "failed_series": sum(r.status == "failed" for r in results),
             "error": error,
         }
     )
     return report
+
+
+async def _explain_unknown(run: _Run) -> None:
+    """Add "did you mean" to the errors of products the API 404'd: one products request.
+
+    Asked only after a 404, so a run whose symbols all exist sends no extra
+    request; the request is paced and counted like any other. If it fails, the
+    404s stand as they are.
+    """
+    try:
+        listed = await list_products(run.client)
+    except UpstreamError:
+        return
+    texts = hints(run.unknown, listed)
+    for key, result in run.results.items():
+        if result.symbol in texts:
+            run.results[key] = replace(result, error=f"{result.error}; {texts[result.symbol]}")
 
 
 async def _run_workers(

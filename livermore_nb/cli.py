@@ -11,20 +11,31 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import json
 import os
 import signal
 import sys
 import tempfile
+import textwrap
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from . import __version__
 from .backfill import BackfillConfig, BackfillReport, backfill, parse_symbols
 from .emulator.config import DEFAULT_CONFIG as EMULATOR_DEFAULTS
-from .errors import EXIT_NOT_READY, EXIT_OK, ConfigError, LivermoreError
+from .errors import (
+    EXIT_AUTH,
+    EXIT_COMMAND_NOT_FOUND,
+    EXIT_NOT_READY,
+    EXIT_OK,
+    EXIT_REDIS,
+    EXIT_USAGE,
+    ConfigError,
+    LivermoreError,
+)
 from .progress import BarSink, LogSink, fan_out
 from .startup import write_report
 from .store import DEFAULT_KEY_TEMPLATE
@@ -34,6 +45,64 @@ SECRETS_NOTE = (
     "Secrets come only from the environment: COINBASE_API_KEY_NAME with "
     "COINBASE_API_PRIVATE_KEY or COINBASE_API_PRIVATE_KEY_FILE (no key: public endpoint)."
 )
+
+EXIT_CODES_NOTE = f"""exit codes:
+  {EXIT_OK}    every series reached --min-candles (coverage --check: none short or stale)
+  {EXIT_USAGE}    usage or configuration error: nothing was sent or written
+  {EXIT_NOT_READY}    some series short or failed, or the run was interrupted (SIGINT/SIGTERM);
+       coverage --check: a series is short or stale, or nothing is cached
+  {EXIT_REDIS}    Redis unreachable
+  {EXIT_AUTH}    Coinbase rejected the API key
+  {EXIT_COMMAND_NOT_FOUND}  startup: COMMAND cannot be executed"""
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every option's default in its help, also where it has no help text; epilogs as written.
+
+    Nothing is added where the help already names the default, where there is
+    none (None), or for an off switch and an empty repeatable option.
+    """
+
+    def _format_action(self, action: argparse.Action) -> str:
+        """Format ``action``, giving a help line to an option that has a default but no help."""
+        if action.help is None and action.option_strings and self._shows_default(action):
+            action = copy.copy(action)
+            action.help = "default: %(default)s"
+        return super()._format_action(action)
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        """The help with ``(default: …)`` appended where a default exists and is not yet named."""
+        if not self._shows_default(action) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+    @staticmethod
+    def _shows_default(action: argparse.Action) -> bool:
+        """True when the default says something (not None, an off switch, or empty)."""
+        default = action.default
+        return not (
+            default is None or default is False or default == [] or default == argparse.SUPPRESS
+        )
+
+
+def emulator_note() -> str:
+    """The emulator's limits and products, for ``livermore-nb emulator --help``."""
+    from .emulator import DEFAULT_SYNTHETIC, Emulator
+
+    defaults = EMULATOR_DEFAULTS
+    recorded = [p for p in Emulator(defaults).products() if p not in DEFAULT_SYNTHETIC]
+    limits = (
+        f"limits, as Coinbase's: at most --max-buckets buckets per request (HTTP 400 beyond); "
+        f"429 with Retry-After: {defaults.retry_after_s:g} past --rate-limit (per key) or "
+        f"--public-rate-limit (per IP); JWTs live at most {defaults.jwt_max_lifetime_s:g} s, "
+        f"{defaults.jwt_leeway_s:g} s clock leeway."
+    )
+    products = (
+        f"products: {', '.join(recorded)} recorded (real 1-minute candles, shifted so the newest "
+        f"is now); {', '.join(DEFAULT_SYNTHETIC)} synthetic; any SYN<digits>-USD on demand. "
+        "Listed at GET /api/v3/brokerage/market/products."
+    )
+    return "\n\n".join(textwrap.fill(text, 79) for text in (limits, products))
 
 
 def read_symbols_file(path: str) -> str:
@@ -48,20 +117,32 @@ def read_symbols_file(path: str) -> str:
     return symbols
 
 
-def add_series_options(parser: argparse.ArgumentParser) -> None:
-    """--symbols/--symbols-file, --timeframes and --redis-url (shared by most commands)."""
+def add_series_options(parser: argparse.ArgumentParser, *, listing: bool = False) -> None:
+    """--symbols/--symbols-file, --timeframes and --redis-url (shared by most commands).
+
+    ``listing``: no symbols means every cached series, no timeframes all cached ones.
+    """
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--symbols", help="comma-separated product ids, e.g. BTC-USD,ETH-USD")
     group.add_argument("--symbols-file", metavar="FILE", help="file of product ids")
+    five = ",".join(DEFAULT_TIMEFRAMES)
     parser.add_argument(
-        "--timeframes", default=",".join(DEFAULT_TIMEFRAMES), help="default: %(default)s"
+        "--timeframes",
+        default=None if listing else five,
+        help=f"default: every cached one (with --symbols: {five})"
+        if listing
+        else "timeframes to fill; default: %(default)s",
     )
     parser.add_argument(
         "--redis-url", metavar="URL", help="default: $REDIS_URL, else an embedded Redis"
     )
-    parser.add_argument("--key-template", default=DEFAULT_KEY_TEMPLATE, help="default: %(default)s")
-    parser.add_argument("--user-id", type=int, default=1)
-    parser.add_argument("--exchange-id", type=int, default=1)
+    parser.add_argument(
+        "--key-template", default=DEFAULT_KEY_TEMPLATE, help="Redis key of each series"
+    )
+    parser.add_argument("--user-id", type=int, default=1, help="{user_id} in the key template")
+    parser.add_argument(
+        "--exchange-id", type=int, default=1, help="{exchange_id} in the key template"
+    )
 
 
 def add_backfill_options(parser: argparse.ArgumentParser) -> None:
@@ -75,27 +156,42 @@ def add_backfill_options(parser: argparse.ArgumentParser) -> None:
         "--min-candles", type=int, default=defaults.min_candles, help="gate; default: %(default)s"
     )
     parser.add_argument("--rate", type=float, help="requests/s; default 25 with a key, 8 without")
-    parser.add_argument("--concurrency", type=int, default=defaults.concurrency)
+    parser.add_argument(
+        "--concurrency", type=int, default=defaults.concurrency, help="series fetched at once"
+    )
     parser.add_argument("--api-url", metavar="URL", help="default: $COINBASE_API_URL or Coinbase")
-    parser.add_argument("--keep", type=int, default=defaults.keep, help="default: %(default)s")
+    parser.add_argument(
+        "--keep", type=int, default=defaults.keep, help="newest members kept per series, 0 = all"
+    )
     parser.add_argument(
         "--ttl", type=int, default=defaults.ttl, help="seconds, 0 = none; default: %(default)s"
     )
     parser.add_argument("--include-open", action="store_true", help="also write the open candle")
     parser.add_argument("--full", action="store_true", help="refetch series already in Redis")
-    parser.add_argument("--page-size", type=int, default=defaults.page_size)
+    parser.add_argument(
+        "--page-size", type=int, default=defaults.page_size, help="buckets per request, ≤ 350"
+    )
     parser.add_argument("--timeout", type=float, default=defaults.timeout_s, help="per request, s")
     parser.add_argument(
         "--deadline", type=float, default=defaults.deadline_s,
-        help="time budget of the whole run, s (0 = none; at the deadline: exit 3); "
-        "default: %(default)g",
+        help="time budget of the whole run, s (0 = none; at the deadline: exit 3)",
     )  # fmt: skip
     parser.add_argument(
         "--redis-timeout", type=float, default=defaults.redis_timeout_s,
-        help="longest wait for one Redis reply, s (a hung Redis: exit 4); default: %(default)g",
+        help="longest wait for one Redis reply, s (a hung Redis: exit 4)",
     )  # fmt: skip
     parser.add_argument("--report", metavar="FILE.json", help="write the report JSON here")
-    parser.add_argument("--log-format", choices=("text", "json"), default="text")
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="progress events as text lines or one JSON object per line",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE.toml",
+        help="options from a TOML file (names as these flags, with underscores); flags win",
+    )
 
 
 def symbols_from_args(args: argparse.Namespace) -> tuple[str, ...]:
@@ -136,13 +232,7 @@ def format_report(report: BackfillReport) -> str:
     """The per-series table and a one-line verdict, for people."""
     frame = report.to_frame()
     table = frame.fillna("—").to_string(index=False) if len(frame) else "(no series)"
-    verdict = "READY" if report.ready else "NOT READY"
-    counts = frame["status"].value_counts().to_dict() if len(frame) else {}
-    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-    line = (
-        f"{verdict}: {summary} in {report.duration_s:.1f}s, {report.requests} requests, "
-        f"{report.retries} retries, {report.rate_limited} rate-limited"
-    )
+    line = report.verdict()
     return f"{table}\n{line}" + (f"\nstopped early: {report.error}" if report.error else "")
 
 
@@ -281,22 +371,44 @@ def cmd_startup(args: argparse.Namespace) -> int:
 
 
 def add_coverage_options(parser: argparse.ArgumentParser) -> None:
-    """Options of ``coverage``: the series, the target and the output format."""
-    add_series_options(parser)
+    """Options of ``coverage``: the series, the target, the health check and the output format."""
+    add_series_options(parser, listing=True)
+    defaults = BackfillConfig(symbols=("BTC-USD",))
     parser.add_argument("--target", type=int, default=300, help="candles wanted per series")
     parser.add_argument(
         "--stale-periods", type=float, default=2.0, help="stale after this many closed periods"
     )
     parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 3 when a series is short (< --min-candles), stale, or nothing is cached",
+    )
+    parser.add_argument(
+        "--min-candles", type=int, default=defaults.min_candles, help="--check's gate"
+    )
+
+
+def check_coverage(frame: Any, min_candles: int) -> int:
+    """``coverage --check``: one stderr line per failing series; exit 3 if any, else 0."""
+    from .coverage import check_problems
+
+    problems = check_problems(frame, min_candles) if len(frame) else ["no series cached"]
+    for problem in problems:
+        print(f"check: {problem}", file=sys.stderr)
+    verdict = f"{len(problems)} problem(s)" if problems else "ok"
+    print(f"check: {verdict} in {len(frame)} series", file=sys.stderr)
+    return EXIT_NOT_READY if problems else EXIT_OK
 
 
 def cmd_coverage(args: argparse.Namespace) -> int:
-    """``livermore-nb coverage``: print what Redis holds per series."""
-    from .coverage import coverage, serializable
+    """``livermore-nb coverage``: print what Redis holds per series (all cached ones by default)."""
+    from .coverage import coverage, readable, serializable
 
+    listing = not (args.symbols or args.symbols_file)
     frame = coverage(
         args.redis_url,
-        symbols_from_args(args),
+        None if listing else symbols_from_args(args),
         args.timeframes,
         key_template=args.key_template,
         user_id=args.user_id,
@@ -308,36 +420,95 @@ def cmd_coverage(args: argparse.Namespace) -> int:
         print(serializable(frame).to_json(orient="records", indent=2))
     elif args.format == "csv":
         print(serializable(frame).to_csv(index=False), end="")
+    elif len(frame):
+        print(readable(frame).to_string(index=False, na_rep="—"))
     else:
-        print(frame.assign(age=frame["age"].dt.round("s")).to_string(index=False, na_rep="—"))
+        print("(no series)")
+    return check_coverage(frame, args.min_candles) if args.check else EXIT_OK
+
+
+def add_products_options(parser: argparse.ArgumentParser) -> None:
+    """Options of ``products``: where to ask, which quote currency, the output format."""
+    parser.add_argument("--api-url", metavar="URL", help="default: $COINBASE_API_URL or Coinbase")
+    parser.add_argument("--quote", metavar="CURRENCY", help="only products quoted in it, e.g. USD")
+    parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds")
+
+
+def cmd_products(args: argparse.Namespace) -> int:
+    """``livermore-nb products``: list the products the API serves (one public request)."""
+    import dataclasses
+
+    import pandas as pd
+
+    from .backfill import PUBLIC_RATE
+    from .coinbase import DEFAULT_API_URL
+    from .products import Product, fetch_products
+
+    api_url = args.api_url or os.environ.get("COINBASE_API_URL") or DEFAULT_API_URL
+    listed = asyncio.run(fetch_products(api_url, rate=PUBLIC_RATE, timeout_s=args.timeout))
+    rows = [dataclasses.asdict(p) for p in listed if args.quote in (None, p.quote)]
+    frame = pd.DataFrame(rows, columns=[f.name for f in dataclasses.fields(Product)])
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+    elif args.format == "csv":
+        print(frame.to_csv(index=False), end="")
+    else:
+        print(frame.to_string(index=False) if rows else "(no products)")
+        print(f"{len(rows)} products at {api_url}", file=sys.stderr)
     return EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every subcommand attached."""
+def apply_config_file(args: argparse.Namespace, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse again with ``--config``'s values as defaults, so the flags given override them."""
+    if not getattr(args, "config", None):
+        return args
+    from .config import merge_options, read_config
+
+    given = {k: v for k in ("symbols", "symbols_file") if (v := getattr(args, k))}
+    return build_parser(merge_options(read_config(args.config), given)).parse_args(argv)
+
+
+def build_parser(config_defaults: Mapping[str, Any] | None = None) -> argparse.ArgumentParser:
+    """The argument parser with every subcommand attached (backfill options from a config file)."""
+    notes = f"{EXIT_CODES_NOTE}\n\n{textwrap.fill(SECRETS_NOTE, 79)}"
     parser = argparse.ArgumentParser(
         prog="livermore-nb",
         description="Warm a Redis candle cache from Coinbase and gate startup on it.",
-        epilog=SECRETS_NOTE,
+        epilog=notes,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     backfill_parser = sub.add_parser(
-        "backfill", help="fetch candle history into Redis", epilog=SECRETS_NOTE
-    )
+        "backfill", help="fetch candle history into Redis", epilog=notes,
+        formatter_class=HelpFormatter,
+    )  # fmt: skip
     add_backfill_options(backfill_parser)
-    backfill_parser.set_defaults(func=cmd_backfill)
+    backfill_parser.set_defaults(func=cmd_backfill, **(config_defaults or {}))
     startup_parser = sub.add_parser(
         "startup",
         help="run the backfill notebook headlessly, then COMMAND if the cache is ready",
-        epilog=SECRETS_NOTE,
+        epilog=notes,
+        formatter_class=HelpFormatter,
     )
     add_startup_options(startup_parser)
-    startup_parser.set_defaults(func=cmd_startup)
-    coverage_parser = sub.add_parser("coverage", help="what Redis holds per series")
+    startup_parser.set_defaults(func=cmd_startup, **(config_defaults or {}))
+    coverage_parser = sub.add_parser(
+        "coverage", help="what Redis holds per series (every cached one by default)",
+        epilog=EXIT_CODES_NOTE, formatter_class=HelpFormatter,
+    )  # fmt: skip
     add_coverage_options(coverage_parser)
     coverage_parser.set_defaults(func=cmd_coverage)
-    emulator_parser = sub.add_parser("emulator", help="serve a local Coinbase candles API")
+    products_parser = sub.add_parser(
+        "products", help="list the products the API serves", formatter_class=HelpFormatter
+    )
+    add_products_options(products_parser)
+    products_parser.set_defaults(func=cmd_products)
+    emulator_parser = sub.add_parser(
+        "emulator", help="serve a local Coinbase candles API", epilog=emulator_note(),
+        formatter_class=HelpFormatter,
+    )  # fmt: skip
     add_emulator_options(emulator_parser)
     emulator_parser.set_defaults(func=cmd_emulator)
     return parser
@@ -348,6 +519,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        args = apply_config_file(args, argv)
         return int(args.func(args))
     except LivermoreError as exc:
         print(f"livermore-nb: error: {exc}", file=sys.stderr)

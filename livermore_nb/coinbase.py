@@ -292,13 +292,30 @@ class CoinbaseClient:
         """Send one request (after the pacer's slot) and translate whatever comes back."""
         if tf.granularity is None:
             raise ConfigError(f"Coinbase has no {tf.name} granularity; fetch {tf.source}")
-        path = self._path_prefix + (PRIVATE_PATH if self._credentials else PUBLIC_PATH).format(
+        path = (PRIVATE_PATH if self._credentials else PUBLIC_PATH).format(
             product=quote(product, safe="")
         )
         params = {"start": str(page.start_s), "end": str(page.end_s), "granularity": tf.granularity}
+        body = await self._send(path, params, f"{product} {tf.name}", signed=True)
+        return self._parse(body, tf, page)
+
+    async def public_json(self, path: str, what: str) -> Any:
+        """GET a public endpoint's JSON, paced, retried and counted like a candles page."""
+        async for attempt in retrying(self._retry, self.stats):
+            with attempt:
+                body = await self._send(path, {}, what, signed=False)
+                try:
+                    return orjson.loads(body)
+                except ValueError:
+                    raise MalformedResponse(f"{what}: body is not JSON: {body[:80]!r}") from None
+        raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    async def _send(self, path: str, params: dict[str, str], what: str, *, signed: bool) -> bytes:
+        """One request after the pacer's slot (a JWT when ``signed`` and keyed); the 200 body."""
+        path = self._path_prefix + path
         await self._pacer.acquire()
         headers = {}
-        if self._credentials is not None:
+        if signed and self._credentials is not None:
             token = build_jwt(self._credentials, "GET", self._host, path, self._clock())
             headers["Authorization"] = f"Bearer {token}"
         self.stats.requests += 1
@@ -309,14 +326,14 @@ class CoinbaseClient:
                 status, retry_after = resp.status, resp.headers.get("Retry-After")
                 body = await read_bounded(resp.content)
         except TimeoutError:
-            raise TransportError(f"{product} {tf.name}: request timed out") from None
+            raise TransportError(f"{what}: request timed out") from None
         except aiohttp.ClientError as exc:
-            raise TransportError(f"{product} {tf.name}: {type(exc).__name__}: {exc}") from None
+            raise TransportError(f"{what}: {type(exc).__name__}: {exc}") from None
         if status != 200:
             raise self._status_error(status, body, retry_after)
-        if self._credentials is not None:
+        if signed and self._credentials is not None:
             self._key_worked = True
-        return self._parse(body, tf, page)
+        return body
 
     def _status_error(self, status: int, body: bytes, retry_after: str | None) -> HTTPStatusError:
         """The error for a non-200 answer; starts the shared cool-down for a 429.

@@ -24,18 +24,32 @@ from .store import (
     check_key_template,
     connect_sync,
     format_key,
+    key_parser,
+    key_pattern,
     read_frames_sync,
+    scan_keys,
 )
-from .timeframes import STALE_PERIODS, TIMEFRAMES, is_stale, parse_timeframes
+from .tables import duration
+from .timeframes import (
+    DEFAULT_TIMEFRAMES,
+    ISO_UTC,
+    STALE_PERIODS,
+    TIMEFRAMES,
+    is_stale,
+    parse_timeframes,
+)
 
 __all__ = [
     "COVERAGE_COLUMNS",
     "GAP_COLUMNS",
     "WARMUP_COLUMNS",
+    "cached_series",
+    "check_problems",
     "coverage",
     "load_series",
     "serializable",
     "series_gaps",
+    "staleness",
     "summarize",
     "warmup_table",
 ]
@@ -56,11 +70,33 @@ COVERAGE_COLUMNS: tuple[str, ...] = (
     "age",
     "stale",
 )
+"""Columns of :func:`coverage` and :func:`summarize`, one row per series:
+
+- ``symbol``: product id
+- ``timeframe``: timeframe name
+- ``candles``: candles Redis holds (count)
+- ``target``: candles wanted per series (``--target``, count)
+- ``first``: open time of the oldest candle (UTC timestamp; ISO-8601 in JSON/CSV)
+- ``last``: open time of the newest candle (UTC timestamp; ISO-8601 in JSON/CSV)
+- ``missing``: absent periods between first and last (count of periods)
+- ``largest_gap``: the longest run of absent periods (periods)
+- ``age``: time since the newest candle closed (Timedelta; ``age_s`` in seconds in JSON/CSV)
+- ``stale``: empty, or more than ``stale_periods`` periods closed since the newest candle
+"""
 GAP_COLUMNS: tuple[str, ...] = ("symbol", "timeframe", "start", "end", "missing")
+"""Columns of :func:`series_gaps`, one row per run of absent periods:
+
+- ``symbol``: product id
+- ``timeframe``: timeframe name
+- ``start``: open time of the first absent period (UTC timestamp)
+- ``end``: open time of the last absent period (UTC timestamp)
+- ``missing``: absent periods in the run (count of periods)
+"""
 WARMUP_COLUMNS: tuple[str, ...] = (
     "symbol",
     "timeframe",
     "candles",
+    "stale",
     "macdv",
     "signal",
     "stage",
@@ -69,6 +105,19 @@ WARMUP_COLUMNS: tuple[str, ...] = (
     "trustworthy",
     "reason",
 )
+"""Columns of :func:`warmup_table`, one row per series:
+
+- ``symbol``: product id
+- ``timeframe``: timeframe name
+- ``candles``: candles Redis holds (count)
+- ``macdv``: MACD-V at the newest candle (points)
+- ``signal``: its signal line at the newest candle (points)
+- ``stage``: MACD-V stage at the newest candle (see ``macdv.stages``)
+- ``checked_n``: N of the warmup check, ⌊candles / 2⌋ (count; empty below 30)
+- ``error``: MACD-V from the newest N candles minus from all, at the newest (points, absolute)
+- ``trustworthy``: holds ``min_candles`` and ``error`` is below the tolerance
+- ``reason``: why not trustworthy (empty when it is)
+"""
 
 
 @contextmanager
@@ -92,22 +141,84 @@ def _utc(now: pd.Timestamp | datetime | float | None) -> pd.Timestamp:
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
+def staleness(
+    frame: pd.DataFrame,
+    timeframe: str,
+    clock: pd.Timestamp,
+    stale_periods: float,
+    *,
+    largest_gap: int | None = None,
+) -> tuple[pd.Timedelta, bool]:
+    """Time since ``frame``'s newest candle closed (NaT when empty) and whether it is stale.
+
+    Stale means empty, or :func:`~livermore_nb.timeframes.is_stale` (the gate's rule:
+    more periods closed since than ``stale_periods`` and than twice the series'
+    largest gap, measured from ``frame`` unless given): the one rule behind
+    ``coverage``'s ``stale``, the warmup table's trust and the readiness gate.
+    """
+    if not len(frame):
+        return pd.NaT, True
+    period_s = TIMEFRAMES[timeframe].seconds
+    if largest_gap is None:
+        steps = np.diff(frame.index.asi8) // (period_s * 10**9) if len(frame) > 1 else [1]
+        largest_gap = max(0, int(max(steps)) - 1)
+    age = clock - (frame.index[-1] + pd.Timedelta(seconds=period_s))
+    stale = is_stale(
+        age.total_seconds(), period_s, largest_gap=largest_gap, stale_periods=stale_periods
+    )
+    return age, stale
+
+
+def cached_series(
+    redis: SyncRedis | str | None,
+    timeframes: str | Sequence[str] | None = None,
+    *,
+    key_template: str = DEFAULT_KEY_TEMPLATE,
+    user_id: int = 1,
+    exchange_id: int = 1,
+) -> list[Series]:
+    """Every series Redis holds under ``key_template`` (SCAN, never KEYS), by symbol then period.
+
+    Keys that match the template's glob but not its fields (another tool's data
+    under the same prefix) are skipped; ``timeframes`` (None = all) narrows the list.
+    """
+    parse = key_parser(key_template, user_id=user_id, exchange_id=exchange_id)
+    pattern = key_pattern(key_template, user_id=user_id, exchange_id=exchange_id)
+    wanted = None if timeframes is None else {tf.name for tf in parse_timeframes(timeframes)}
+    with _client(redis) as client:
+        keys = scan_keys(client, pattern)
+    found = {pair for key in keys if (pair := parse(key)) and (wanted is None or pair[1] in wanted)}
+    return sorted(found, key=lambda pair: (pair[0], TIMEFRAMES[pair[1]].seconds))
+
+
 def load_series(
     redis: SyncRedis | str | None,
-    symbols: str | Sequence[str],
-    timeframes: str | Sequence[str],
+    symbols: str | Sequence[str] | None = None,
+    timeframes: str | Sequence[str] | None = None,
     *,
     key_template: str = DEFAULT_KEY_TEMPLATE,
     user_id: int = 1,
     exchange_id: int = 1,
 ) -> dict[Series, pd.DataFrame]:
-    """Every series of ``symbols`` × ``timeframes`` as analysis frames (empty when absent)."""
+    """Every series of ``symbols`` × ``timeframes`` as analysis frames (empty when absent).
+
+    ``symbols=None`` reads every series the cache holds (:func:`cached_series`);
+    ``timeframes=None`` then means all of them, and with symbols the default five.
+    """
     check_key_template(key_template)
-    pairs = [(s, tf.name) for s in parse_symbols(symbols) for tf in parse_timeframes(timeframes)]
-    keys = [
-        format_key(key_template, s, tf, user_id=user_id, exchange_id=exchange_id) for s, tf in pairs
-    ]
     with _client(redis) as client:
+        if symbols is None:
+            pairs = cached_series(
+                client, timeframes, key_template=key_template, user_id=user_id,
+                exchange_id=exchange_id,
+            )  # fmt: skip
+        else:
+            tfs = parse_timeframes(DEFAULT_TIMEFRAMES if timeframes is None else timeframes)
+            pairs = [(s, tf.name) for s in parse_symbols(symbols) for tf in tfs]
+        keys = [
+            format_key(key_template, s, tf, user_id=user_id, exchange_id=exchange_id)
+            for s, tf in pairs
+        ]
         frames = read_frames_sync(client, keys)
     return dict(zip(pairs, frames, strict=True))
 
@@ -148,15 +259,10 @@ def summarize(
     missing, largest = gaps.sum().to_dict(), gaps.max().to_dict()
     rows = []
     for (symbol, tf), frame in frames.items():
-        period_s = TIMEFRAMES[tf].seconds
-        period = pd.Timedelta(seconds=period_s)
         first = frame.index[0] if len(frame) else pd.NaT
         last = frame.index[-1] if len(frame) else pd.NaT
-        age = clock - (last + period) if len(frame) else pd.NaT
         largest_gap = int(largest.get((symbol, tf), 0))
-        stale = pd.isna(age) or is_stale(
-            age.total_seconds(), period_s, largest_gap=largest_gap, stale_periods=stale_periods
-        )
+        age, stale = staleness(frame, tf, clock, stale_periods, largest_gap=largest_gap)
         rows.append(
             {
                 "symbol": symbol,
@@ -168,7 +274,7 @@ def summarize(
                 "missing": int(missing.get((symbol, tf), 0)),
                 "largest_gap": largest_gap,
                 "age": age,
-                "stale": bool(stale),
+                "stale": stale,
             }
         )
     out = pd.DataFrame(rows, columns=list(COVERAGE_COLUMNS))
@@ -180,8 +286,8 @@ def summarize(
 
 def coverage(
     redis: SyncRedis | str | None,
-    symbols: str | Sequence[str],
-    timeframes: str | Sequence[str],
+    symbols: str | Sequence[str] | None = None,
+    timeframes: str | Sequence[str] | None = None,
     *,
     key_template: str = DEFAULT_KEY_TEMPLATE,
     user_id: int = 1,
@@ -190,7 +296,10 @@ def coverage(
     now: pd.Timestamp | datetime | float | None = None,
     stale_periods: float = STALE_PERIODS,
 ) -> pd.DataFrame:
-    """What Redis holds for each series now (see :func:`summarize` for the columns)."""
+    """What Redis holds for each series now (see :func:`summarize` for the columns).
+
+    Without ``symbols``, every series the cache holds (see :func:`load_series`).
+    """
     frames = load_series(
         redis, symbols, timeframes, key_template=key_template, user_id=user_id,
         exchange_id=exchange_id,
@@ -200,50 +309,83 @@ def coverage(
 
 def serializable(cov: pd.DataFrame) -> pd.DataFrame:
     """The coverage frame with ISO-8601 UTC times and ``age_s`` in seconds, for JSON and CSV."""
-    out = cov.drop(columns="age").assign(age_s=cov["age"].dt.total_seconds().round(3))
-    for column in ("first", "last"):
-        out[column] = cov[column].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return out
+    age_s = cov["age"].dt.total_seconds().round(3)
+    return cov.drop(columns="age").assign(**_iso_times(cov), age_s=age_s)
 
 
-def _warmup_row(frame: pd.DataFrame, min_candles: int, tolerance: float) -> dict[str, object]:
-    """Current MACD-V of one series and whether its warmup error is small enough to trust."""
+def readable(cov: pd.DataFrame) -> pd.DataFrame:
+    """The coverage frame for a terminal: ISO-8601 UTC times (as in JSON, CSV and the report)."""
+    return cov.assign(**_iso_times(cov), age=cov["age"].dt.round("s"))
+
+
+def _iso_times(cov: pd.DataFrame) -> dict[str, pd.Series]:
+    """``first`` and ``last`` in the one date style (:data:`~livermore_nb.timeframes.ISO_UTC`)."""
+    return {column: cov[column].dt.strftime(ISO_UTC) for column in ("first", "last")}
+
+
+def check_problems(cov: pd.DataFrame, min_candles: int) -> list[str]:
+    """Why each series fails a health check: fewer than ``min_candles`` candles, or stale."""
+    problems = []
+    for row in cov.itertuples(index=False):
+        reasons = [f"{row.candles} < {min_candles} candles"] if row.candles < min_candles else []
+        reasons += ["stale"] if row.stale else []
+        if reasons:
+            problems.append(f"{row.symbol} {row.timeframe}: {', '.join(reasons)}")
+    return problems
+
+
+def _warmup_row(
+    frame: pd.DataFrame, age: pd.Timedelta, stale: bool, min_candles: int, tolerance: float
+) -> dict[str, object]:
+    """Current MACD-V of one series and whether it is fresh and warm enough to trust."""
     count = len(frame)
     latest = macdv(frame).iloc[-1] if count else None
     # The longest window whose full-history reference is warm (warmup_errors needs 2×N bars).
     n = count // 2
     error = float(warmup_errors(frame, [n], ends=1)["last"].iloc[0]) if n >= 30 else np.nan
+    reasons = []
     if count < min_candles:
-        reason = f"{count} < {min_candles} candles"
+        reasons.append(f"{count} < {min_candles} candles")
     elif np.isnan(error):
-        reason = "too little history to measure the warmup error"
+        reasons.append("too little history to measure the warmup error")
     elif error >= tolerance:
-        reason = f"warmup error {error:.3g} ≥ {tolerance:g} at N={n}"
-    else:
-        reason = ""
+        reasons.append(f"warmup error {error:.3g} ≥ {tolerance:g} at N={n}")
+    if stale and count:  # an empty series is already short
+        reasons.append(f"stale: newest candle closed {duration(age)} ago")
     return {
         "candles": count,
+        "stale": stale,
         "macdv": np.nan if latest is None else latest["macdv"],
         "signal": np.nan if latest is None else latest["signal"],
         "stage": None if latest is None else latest["stage"],
         "checked_n": n if n >= 30 else None,
         "error": error,
-        "trustworthy": not reason,
-        "reason": reason,
+        "trustworthy": not reasons,
+        "reason": "; ".join(reasons),
     }
 
 
-def warmup_table(frames: Frames, *, min_candles: int = 150, tolerance: float = 0.5) -> pd.DataFrame:
+def warmup_table(
+    frames: Frames,
+    *,
+    min_candles: int = 150,
+    tolerance: float = 0.5,
+    now: pd.Timestamp | datetime | float | None = None,
+    stale_periods: float = 2.0,
+) -> pd.DataFrame:
     """Per series: current MACD-V and stage, and whether enough history backs it (WARMUP_COLUMNS).
 
     ``error`` is |MACD-V from the newest ``checked_n`` = ⌊candles / 2⌋ candles − MACD-V
     from all cached candles| at the newest candle. Errors shrink as N grows, so this
     over-estimates the error of the value computed from every cached candle: a series
-    is trustworthy when it holds ``min_candles`` and this bound is below ``tolerance``
-    (MACD-V points).
+    is trustworthy when it holds ``min_candles``, is not ``stale`` (the rule of
+    :func:`staleness`, as in :func:`summarize`) and this bound is below ``tolerance``
+    (MACD-V points). ``reason`` names every rule a series fails.
     """
-    rows = [
-        {"symbol": symbol, "timeframe": tf, **_warmup_row(frame, min_candles, tolerance)}
-        for (symbol, tf), frame in frames.items()
-    ]
+    clock = _utc(now)
+    rows = []
+    for (symbol, tf), frame in frames.items():
+        age, stale = staleness(frame, tf, clock, stale_periods)
+        row = _warmup_row(frame, age, stale, min_candles, tolerance)
+        rows.append({"symbol": symbol, "timeframe": tf, **row})
     return pd.DataFrame(rows, columns=list(WARMUP_COLUMNS))

@@ -33,7 +33,15 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from .errors import ConfigError
 
-__all__ = ["STAGES", "find_gaps", "macdv", "min_candles_for", "stages", "warmup_errors"]
+__all__ = [
+    "STAGES",
+    "find_gaps",
+    "macdv",
+    "min_candles_for",
+    "stages",
+    "untrusted_bars",
+    "warmup_errors",
+]
 
 STAGES: tuple[str, ...] = (
     "oversold",
@@ -270,3 +278,12 @@ def min_candles_for(
         return None
     failing = np.flatnonzero(~below)
     return int(measured.index[failing[-1] + 1 if failing.size else 0])
+
+
+def untrusted_bars(candles: int, min_candles: int) -> int:
+    """How many leading bars of a ``candles``-bar series rest on fewer than ``min_candles``.
+
+    Bar ``i`` is computed from the ``i + 1`` candles up to it, so these are the bars the
+    readiness gate (and the warmup table's candle rule) would not trust on their own.
+    """
+    return max(0, min(candles, min_candles - 1))

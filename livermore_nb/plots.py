@@ -9,15 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC
+from typing import Any
 
 import matplotlib.dates as mdates
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch
+from matplotlib.patches import Patch, Rectangle
 
-from .macdv import STAGES
+from .macdv import STAGES, untrusted_bars
+from .tables import duration, periods
 from .timeframes import TIMEFRAMES
 
 __all__ = [
@@ -64,35 +67,76 @@ def _timeframe_order(names: Sequence[str]) -> list[str]:
     return sorted(dict.fromkeys(names), key=lambda n: TIMEFRAMES[n].seconds)
 
 
-def coverage_heatmap(cov: pd.DataFrame, *, title: str | None = None) -> Figure:
-    """Symbols × timeframes, each cell the candle count coloured by its share of the target.
+HEATMAP_CMAP = colormaps["RdYlGn"]
+"""Share of the target: red (none) through yellow to green (all)."""
+STALE_HATCH = "///"
+"""How stale cells and untrusted warm-up bars are marked: hatched over their colour."""
+STALE_STYLE: dict[str, Any] = {
+    "fill": False,
+    "hatch": STALE_HATCH,
+    "edgecolor": "0.15",
+    "linewidth": 0.0,
+}
 
-    ``cov`` is a :func:`livermore_nb.coverage.coverage` frame; rows keep its symbol order.
+
+def _heatmap_cell(
+    ax: object, row: int, col: int, count: float, share: float, stale: object, age: object
+) -> None:
+    """Write one heatmap cell's count (and age, hatched, when stale) in ink its colour can carry."""
+    dark = not np.isnan(share) and not 0.2 <= share <= 0.8
+    ink = "white" if dark else "black"
+    label = "–" if pd.isna(count) else f"{int(count)}"
+    box = None
+    if stale is True or stale is np.True_:
+        label += "\nempty" if pd.isna(age) else f"\n{duration(age, units=2)} old"
+        cell = Rectangle(
+            (col - 0.5, row - 0.5), 1, 1, gid="stale", **{**STALE_STYLE, "edgecolor": ink}
+        )
+        ax.add_patch(cell)  # type: ignore[attr-defined]
+        # the cell's own colour behind the words keeps the hatching off them
+        fill = "white" if np.isnan(share) else HEATMAP_CMAP(share)
+        box = {"boxstyle": "round,pad=0.2", "facecolor": fill, "edgecolor": "none"}
+    ax.text(col, row, label, ha="center", va="center", fontsize=8, linespacing=1.0, color=ink,  # type: ignore[attr-defined]
+            fontweight="bold" if dark else "normal", bbox=box)  # fmt: skip
+
+
+def coverage_heatmap(cov: pd.DataFrame, *, title: str | None = None) -> Figure:
+    """Symbols × timeframes: each cell the candle count coloured by its share of the target.
+
+    Stale series (``cov["stale"]``) are hatched and say how old their newest candle
+    is (or that they are empty). ``cov`` is a :func:`livermore_nb.coverage.coverage`
+    frame; rows keep its symbol order.
     """
     symbols = list(dict.fromkeys(cov["symbol"]))
     timeframes = _timeframe_order(cov["timeframe"])
-    counts = cov.pivot(index="symbol", columns="timeframe", values="candles")
-    counts = counts.reindex(index=symbols, columns=timeframes)
-    targets = cov.pivot(index="symbol", columns="timeframe", values="target")
-    share = (counts / targets.reindex(index=symbols, columns=timeframes)).clip(0, 1)
+
+    def grid(column: str) -> pd.DataFrame:
+        pivot = cov.pivot(index="symbol", columns="timeframe", values=column)
+        return pivot.reindex(index=symbols, columns=timeframes)
+
+    counts, ages, stale = grid("candles"), grid("age"), grid("stale")
+    share = (counts / grid("target")).clip(0, 1).to_numpy(dtype=float)
     fig = Figure(
-        figsize=(2.2 + 1.0 * len(timeframes), 1.4 + 0.3 * len(symbols)), layout="constrained"
+        figsize=(3.4 + 1.05 * len(timeframes), 1.9 + 0.34 * len(symbols)), layout="constrained"
     )
     ax = fig.add_subplot()
-    image = ax.imshow(
-        share.to_numpy(dtype=float), cmap="RdYlGn", norm=Normalize(0, 1), aspect="auto"
-    )
+    image = ax.imshow(share, cmap=HEATMAP_CMAP, norm=Normalize(0, 1), aspect="auto")
     for (row, col), value in np.ndenumerate(counts.to_numpy()):
-        label = "–" if pd.isna(value) else f"{int(value)}"
-        ax.text(col, row, label, ha="center", va="center", fontsize=8)
-    ax.set_xticks(range(len(timeframes)), timeframes)
-    ax.set_yticks(range(len(symbols)), symbols)
+        _heatmap_cell(ax, row, col, value, share[row, col], stale.iat[row, col], ages.iat[row, col])
+    ax.set_xticks(range(len(timeframes)), timeframes, fontsize=10)
+    ax.set_yticks(range(len(symbols)), symbols, fontsize=9)
     ax.xaxis.tick_top()
     ax.set_xlabel("timeframe")
     ax.xaxis.set_label_position("top")
     ax.set_ylabel("symbol")
     target = int(cov["target"].max()) if len(cov) else 0
-    ax.set_title(title or f"Candles in Redis (target {target} per series)", pad=12)
+    n_stale = int(cov["stale"].sum())
+    ax.set_title(
+        title or f"Candles in Redis (target {target}); {n_stale} of {len(cov)} series stale",
+        pad=12,
+    )
+    stale_key = Patch(label="stale: newest candle too old (its age shown) or empty", **STALE_STYLE)
+    fig.legend(handles=[stale_key], loc="outside lower left", frameon=False, fontsize=9)
     colorbar = fig.colorbar(image, ax=ax, shrink=min(1.0, 8 / max(len(symbols), 1)) + 0.2)
     colorbar.set_label("share of target")
     colorbar.ax.yaxis.set_major_formatter("{x:.0%}")
@@ -163,7 +207,7 @@ def _gap_panel(ax: object, tf: str, rows: pd.DataFrame, gaps: pd.DataFrame, held
     ax.set_ylim(len(rows) - 0.5, -0.5)  # type: ignore[attr-defined]
     in_tf = gaps[gaps["timeframe"] == tf]
     ax.set_title(  # type: ignore[attr-defined]
-        f"{tf}: {len(in_tf)} gaps, {int(in_tf['missing'].sum())} missing periods "
+        f"{tf}: {len(in_tf)} gaps, {periods(int(in_tf['missing'].sum()), tf)} missing "
         f"in {len(rows)} of {held} series",
         loc="left",
         fontsize=10,
@@ -221,7 +265,8 @@ def staleness_chart(cov: pd.DataFrame, *, stale_periods: float = 2.0) -> Figure:
     as_of = (cov["last"] + pd.to_timedelta(seconds, unit="s") + cov["age"]).dropna()
     when = f" as of {as_of.iloc[0]:%Y-%m-%d %H:%M} UTC" if len(as_of) else ""
     ax.set_title(f"Staleness{when} (black edge = stale)")
-    ax.legend(title="timeframe", loc="lower right", fontsize=8)
+    # Outside the axes: bars may reach any corner, so no place inside is always free.
+    ax.legend(title="timeframe", loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     return fig
 
 
@@ -240,11 +285,39 @@ def _stage_runs(index: pd.DatetimeIndex, stage: pd.Series) -> list[tuple[float, 
     return runs
 
 
-def macdv_panel(frame: pd.DataFrame, indicator: pd.DataFrame, *, title: str = "") -> Figure:
+def _warmup_span(
+    price_ax: object, macd_ax: object, x: np.ndarray, min_candles: int | None
+) -> list[Patch]:
+    """Wash out and hatch the untrusted leading bars on both axes; the legend handle, if any."""
+    bars = untrusted_bars(len(x), min_candles) if min_candles is not None else 0
+    if not bars:
+        return []
+    half = (float(np.median(np.diff(x))) if len(x) > 1 else 1.0) / 2
+    style: dict[str, Any] = {
+        "facecolor": "white",
+        "alpha": 0.6,
+        "hatch": STALE_HATCH,
+        "edgecolor": "0.45",
+    }
+    for ax in (price_ax, macd_ax):
+        ax.axvspan(x[0] - half, x[bars - 1] + half, linewidth=0, gid="warmup", **style)  # type: ignore[attr-defined]
+    label = f"warm-up: first {bars} bars rest on < {min_candles} candles (untrusted)"
+    return [Patch(label=label, **style)]
+
+
+def macdv_panel(
+    frame: pd.DataFrame,
+    indicator: pd.DataFrame,
+    *,
+    title: str = "",
+    min_candles: int | None = None,
+) -> Figure:
     """Close price over the stage of each bar, and MACD-V with signal, histogram and ±50/±150.
 
     ``frame`` is the candle frame, ``indicator`` what :func:`livermore_nb.macdv.macdv`
-    returned for it.
+    returned for it. With ``min_candles`` the leading bars whose value rests on fewer
+    candles (:func:`~livermore_nb.macdv.untrusted_bars`, the readiness gate's rule)
+    are washed out and hatched as warm-up.
     """
     fig = Figure(figsize=(11, 6.5), layout="constrained")
     price_ax, macd_ax = fig.subplots(2, 1, sharex=True, height_ratios=[1, 1.2])
@@ -252,6 +325,7 @@ def macdv_panel(frame: pd.DataFrame, indicator: pd.DataFrame, *, title: str = ""
     for start, end, stage in _stage_runs(pd.DatetimeIndex(frame.index), indicator["stage"]):
         for ax in (price_ax, macd_ax):
             ax.axvspan(start, end, color=STAGE_COLORS[stage], alpha=0.25, linewidth=0)
+    warmup = _warmup_span(price_ax, macd_ax, x, min_candles)
     price_ax.plot(x, frame["close"], color="black", linewidth=1, label="close")
     price_ax.set_ylabel("close (quote currency)")
     present = [s for s in STAGES if s in set(indicator["stage"].dropna())]
@@ -279,6 +353,7 @@ def macdv_panel(frame: pd.DataFrame, indicator: pd.DataFrame, *, title: str = ""
     macd_ax.set_yticks([-150, -50, 0, 50, 150])
     macd_ax.set_ylabel("MACD-V (points)")
     handles = [*macd_ax.get_lines()[:2], Patch(color="0.6", label="histogram (MACD-V − signal)")]
+    handles += warmup
     macd_ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     _utc_time_axis(macd_ax)
     return fig
@@ -291,28 +366,47 @@ def warmup_curve(
     marks: Sequence[int] = (60, 100, 150, 300),
     title: str = "",
 ) -> Figure:
-    """Warmup error against N (log scale), with the usual candle counts and the tolerance.
+    """Warmup error against N (log scale) over the end points each N rests on.
 
-    ``errors`` is a :func:`livermore_nb.macdv.warmup_errors` frame; N without enough
-    history (NaN) or with zero error (nothing to draw on a log axis) are left out.
+    ``errors`` is a :func:`livermore_nb.macdv.warmup_errors` frame. The N axis stops
+    at the largest N the history could measure (it needs ``reference_factor × N``
+    candles), so nothing is drawn past the data; marks beyond it are left out and
+    the lower panel counts the end points behind each N's median and max. Zero or
+    infinite errors (nothing to draw on a log axis) leave a break in the line.
     """
-    fig = Figure(figsize=(8, 4.5), layout="constrained")
-    ax = fig.add_subplot()
+    fig = Figure(figsize=(8, 5.5), layout="constrained")
+    ax, ends_ax = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    measured = errors[errors["ends"] > 0]
     for column, style in (("max", "-o"), ("median", "-s")):
-        values = errors[column].replace([np.inf, -np.inf], np.nan)
-        values = values[values > 0]
+        values = measured[column].replace([np.inf, -np.inf], np.nan)
+        values = values.where(values > 0)
         ax.plot(values.index, values, style, markersize=3, label=f"{column} over end points")
     ax.set_yscale("log")
     ax.axhline(
         tolerance, color="tab:red", linestyle="--", linewidth=1, label=f"tolerance {tolerance:g}"
     )
-    for mark in marks:
-        ax.axvline(mark, color="0.5", linestyle=":", linewidth=1)
+    last = int(measured.index.max()) if len(measured) else 0
+    step = float(np.min(np.diff(measured.index))) if len(measured) > 1 else max(last, 1) * 0.05
+    for mark in (m for m in marks if m <= last):
+        for axis in (ax, ends_ax):
+            axis.axvline(mark, color="0.5", linestyle=":", linewidth=1)
         ax.annotate(f"N={mark}", (mark, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -10),
                     textcoords="offset points", fontsize=8, color="0.3")  # fmt: skip
-    right = max([*marks, *errors.index]) if len(errors) else max(marks)
-    ax.set_xlim(0, right * 1.05)
-    ax.set_xlabel("N (newest candles the indicator is computed from)")
+    bars = ends_ax.bar(measured.index, measured["ends"], width=step * 0.8, color="0.55")
+    counts = measured["ends"].to_numpy()
+    few = (counts < 0.1 * counts.max(initial=0)) | (np.arange(len(counts)) == len(counts) - 1)
+    ends_ax.bar_label(bars, [f"{c}" if f else "" for c, f in zip(counts, few, strict=True)],
+                      fontsize=7, padding=1)  # fmt: skip
+    ends_ax.set_ylabel("end points")
+    ends_ax.set_ylim(0, max(1, int(measured["ends"].max())) * 1.15 if len(measured) else 1)
+    unmeasured = errors.index[errors["ends"] == 0]
+    if len(unmeasured):
+        ends_ax.set_title(
+            f"N ≥ {int(unmeasured.min())} not measured: the history is too short",
+            loc="right", fontsize=8, color="0.3",
+        )  # fmt: skip
+    ax.set_xlim(0, last + 0.6 * step if last else 1)  # short of the first unmeasured N
+    ends_ax.set_xlabel("N (newest candles the indicator is computed from)")
     ax.set_ylabel("|MACD-V(N) − MACD-V(full history)| (points)")
     ax.set_title(title or "MACD-V warmup error")
     ax.legend(loc="lower left", fontsize=8)

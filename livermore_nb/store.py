@@ -21,7 +21,7 @@ import asyncio
 import os
 import re
 import string
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +53,7 @@ from .errors import (
     RedisUnavailable,
     StoreError,
 )
-from .timeframes import Timeframe
+from .timeframes import TIMEFRAMES, Timeframe
 
 DEFAULT_KEY_TEMPLATE = "candles:{user_id}:{exchange_id}:{symbol}:{timeframe}"
 KEY_FIELDS = frozenset({"user_id", "exchange_id", "symbol", "timeframe"})
@@ -256,15 +256,6 @@ def connect_sync(url: str | None = None, *, timeout_s: float = REDIS_TIMEOUT_S) 
     return _from_url(True, url, timeout_s)
 
 
-def scan_keys(client: SyncRedis, pattern: str) -> list[str]:
-    """Every key matching ``pattern``, as text; on a cluster from every primary (SCAN on each)."""
-    with translate_redis_errors(f"listing keys {pattern!r}"):
-        return [
-            k.decode() if isinstance(k, bytes) else k
-            for k in client.scan_iter(match=pattern, count=1000)
-        ]
-
-
 @contextmanager
 def translate_redis_errors(what: str) -> Iterator[None]:
     """Turn redis-py exceptions into the package's StoreError tree."""
@@ -460,3 +451,44 @@ class CandleStore:
         with translate_redis_errors(f"reading {symbol} {tf.name}"):
             members = await self.client.zrange(self.key(symbol, tf), 0, -1)
         return frame_from_members(members)
+
+
+def scan_keys(client: SyncRedis, pattern: str) -> list[str]:
+    """Every key matching the glob ``pattern``, sorted; by SCAN, never KEYS (which blocks Redis).
+
+    On a cluster redis-py's ``scan_iter`` walks every primary.
+    """
+    with translate_redis_errors("listing keys"):
+        keys = client.scan_iter(match=pattern, count=1000)
+        return sorted({k.decode() if isinstance(k, bytes) else k for k in keys})
+
+
+def key_pattern(template: str, *, user_id: int | str = 1, exchange_id: int | str = 1) -> str:
+    """The SCAN glob matching every series of ``template`` for one user and exchange."""
+    glob = str.maketrans({c: f"\\{c}" for c in "*?[]\\"})
+    fields = {"user_id": user_id, "exchange_id": exchange_id}
+    literal = {k: str(v).translate(glob) for k, v in fields.items()}
+    return check_key_template(template).translate(glob).format(**literal, symbol="*", timeframe="*")
+
+
+def key_parser(
+    template: str, *, user_id: int | str = 1, exchange_id: int | str = 1
+) -> Callable[[str], tuple[str, str] | None]:
+    """A function from a key of ``template`` to its (symbol, timeframe); None for other keys."""
+    fixed = {"user_id": re.escape(str(user_id)), "exchange_id": re.escape(str(exchange_id))}
+    groups = {"symbol": "[A-Z0-9][A-Z0-9-]*", "timeframe": "|".join(TIMEFRAMES)}
+    parts, seen = [], set()
+    for literal, name, _, _ in string.Formatter().parse(check_key_template(template)):
+        parts.append(re.escape(literal))
+        if name in fixed:
+            parts.append(fixed[name])
+        elif name is not None:
+            parts.append(f"(?P={name})" if name in seen else f"(?P<{name}>{groups[name]})")
+            seen.add(name)
+    regex = re.compile("".join(parts))
+
+    def parse(key: str) -> tuple[str, str] | None:
+        match = regex.fullmatch(key)
+        return (match["symbol"], match["timeframe"]) if match else None
+
+    return parse

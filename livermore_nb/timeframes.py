@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 from .errors import ConfigError
 
+ISO_UTC = "%Y-%m-%dT%H:%M:%SZ"
+"""The one date style of tables, JSON, CSV and reports: ISO-8601 UTC to the second."""
+
 
 @dataclass(frozen=True, slots=True)
 class Timeframe:

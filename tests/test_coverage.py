@@ -117,19 +117,39 @@ def test_warmup_table_trusts_long_series_only(sync_redis: redis.Redis, key_templ
     frames = load_series(
         sync_redis, "BTC-USD,ETH-USD,SOL-USD,NOPE-USD", "1h", key_template=key_template
     )
-    table = warmup_table(frames, min_candles=150, tolerance=0.5).set_index("symbol")
+    now = T0 + pd.Timedelta(hours=300, minutes=30)  # BTC's newest candle closed 30 min ago
+    table = warmup_table(frames, min_candles=150, tolerance=0.5, now=now).set_index("symbol")
     assert tuple(table.reset_index().columns) == WARMUP_COLUMNS
     btc = table.loc["BTC-USD"]
     assert btc["trustworthy"] and btc["checked_n"] == 150 and btc["error"] < 0.5
     assert btc["stage"] in {"oversold", "reversing", "rebounding", "ranging", "rallying",
                             "retracing", "overbought"}  # fmt: skip
-    assert table.loc["ETH-USD", "reason"] == "100 < 150 candles"
+    assert table.loc["ETH-USD", "reason"].startswith("100 < 150 candles; stale")
     assert not table.loc["SOL-USD", "trustworthy"] and np.isnan(table.loc["SOL-USD", "error"])
-    loose = warmup_table({("SOL-USD", "1h"): frames[("SOL-USD", "1h")]}, min_candles=10)
+    sol = {("SOL-USD", "1h"): frames[("SOL-USD", "1h")]}
+    loose = warmup_table(sol, min_candles=10, now=T0 + pd.Timedelta(hours=40))
     assert loose.iloc[0]["reason"] == "too little history to measure the warmup error"
-    strict = warmup_table({("BTC-USD", "1h"): frames[("BTC-USD", "1h")]}, tolerance=1e-12)
+    btc_only = {("BTC-USD", "1h"): frames[("BTC-USD", "1h")]}
+    strict = warmup_table(btc_only, tolerance=1e-12, now=now)
     assert strict.iloc[0]["reason"].startswith("warmup error")
     assert table.loc["NOPE-USD", "candles"] == 0 and not table.loc["NOPE-USD", "trustworthy"]
+
+
+def test_warmup_table_distrusts_stale_series_by_coverage_rule(
+    sync_redis: redis.Redis, key_template: str
+) -> None:
+    put(sync_redis, key_template, "BTC-USD", "1h", hours(*range(300)))
+    frames = load_series(sync_redis, "BTC-USD", "1h", key_template=key_template)
+    closed = T0 + pd.Timedelta(hours=300)  # the newest candle closed here
+    for extra, stale in ((pd.Timedelta(hours=2), False), (pd.Timedelta(hours=2, seconds=1), True)):
+        table = warmup_table(frames, now=closed + extra)
+        cov = summarize(frames, now=closed + extra)
+        assert table["stale"].tolist() == cov["stale"].tolist() == [stale]
+        assert table["trustworthy"].tolist() == [not stale]
+    late = warmup_table(frames, now=closed + pd.Timedelta(hours=2, minutes=15, seconds=4.4))
+    assert late.iloc[0]["reason"] == "stale: newest candle closed 2 h 15 m 4 s ago"
+    fewer = warmup_table(frames, now=closed + pd.Timedelta(hours=5), stale_periods=6)
+    assert fewer.iloc[0]["trustworthy"]
 
 
 def test_summarize_without_series_is_an_empty_typed_frame() -> None:
@@ -172,5 +192,5 @@ def test_cli_coverage_formats(
     assert header.startswith("symbol,timeframe,candles,target,first,last,missing")
     assert main(base) == 0
     assert "BTC-USD" in capsys.readouterr().out
-    assert main(["coverage", "--timeframes", "1h", "--redis-url", redis_url]) == 2
+    assert main(["coverage", "--symbols", "BTC/USD", "--redis-url", redis_url]) == 2
     assert main(["coverage", "--symbols", "BTC-USD", "--redis-url", "redis://127.0.0.1:1"]) == 4

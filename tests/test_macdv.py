@@ -14,7 +14,14 @@ import talib
 import livermore_nb.macdv as mod
 from livermore_nb.candles import read_recorded_csv, resample
 from livermore_nb.errors import ConfigError
-from livermore_nb.macdv import find_gaps, macdv, min_candles_for, stages, warmup_errors
+from livermore_nb.macdv import (
+    find_gaps,
+    macdv,
+    min_candles_for,
+    stages,
+    untrusted_bars,
+    warmup_errors,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIRS = (ROOT / "livermore_nb" / "data", ROOT.parent / "shared" / "data")
@@ -282,12 +289,20 @@ def test_min_candles_for_needs_all_larger_n_below() -> None:
     assert min_candles_for(errors, 0.001) is None
 
 
+def test_untrusted_bars_are_those_resting_on_fewer_than_min_candles() -> None:
+    assert untrusted_bars(300, 150) == 149  # bar 149 is the first computed from 150 candles
+    assert untrusted_bars(120, 150) == 120  # all of a short series, its newest bar included
+    assert untrusted_bars(150, 150) == 149 and untrusted_bars(0, 150) == 0
+    assert untrusted_bars(300, 1) == untrusted_bars(300, 0) == 0
+
+
 def test_public_api() -> None:
     assert set(mod.__all__) == {
         "STAGES",
         "find_gaps",
         "macdv",
         "min_candles_for",
+        "untrusted_bars",
         "stages",
         "warmup_errors",
     }

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import papermill as pm
@@ -71,6 +73,17 @@ def startup(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.Compl
     )
 
 
+def cell_outputs(path: Path, needle: str) -> list[dict[str, Any]]:
+    """Saved outputs of the executed notebook's one code cell whose source holds ``needle``."""
+    cells = json.loads(path.read_text())["cells"]
+    (cell,) = [c for c in cells if c["cell_type"] == "code" and needle in "".join(c["source"])]
+    return [
+        {k: "".join(v) if isinstance(v, list) else v for k, v in out.items()}
+        | ({"data": {m: "".join(t) for m, t in out["data"].items()}} if "data" in out else {})
+        for out in cell["outputs"]
+    ]
+
+
 def assert_no_secret(path: Path, key: TestKey) -> None:
     """Neither the key nor any line of its PEM body appears anywhere in the file."""
     text = path.read_text()
@@ -117,6 +130,47 @@ def test_backfill_notebook_fills_redis_and_writes_the_report(
         for tf in ("1h", "4h"):
             assert sync_redis.zcard(format_key(key_template, symbol, tf)) == 300
     assert_no_secret(out, ec_key)
+    # What a static viewer shows under the run cell: the bar where it ended, then the verdict.
+    (bar, verdict) = cell_outputs(out, "notebook_bar()")
+    assert (
+        bar["output_type"] == "display_data"
+        and "application/vnd.jupyter.widget-view+json" not in bar["data"]
+    )
+    assert (
+        bar["data"]["text/plain"].startswith("backfill: 100%")
+        and "| 4/4 [" in bar["data"]["text/plain"]
+    )
+    assert verdict["output_type"] == "stream" and verdict["name"] == "stdout"
+    assert re.fullmatch(
+        r"READY: 4 ready in \d+\.\ds, \d+ requests, \d+ retries, \d+ rate-limited\n",
+        verdict["text"],
+    )
+
+
+def test_coverage_notebook_defaults_read_what_make_demo_filled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setenv("LIVERMORE_REDIS_DB", str(tmp_path / "demo.db"))
+    demo = subprocess.run(
+        [sys.executable, "-m", "livermore_nb.demo"],
+        cwd=tmp_path, env=dict(os.environ), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    out = tmp_path / "coverage.ipynb"
+    pm.execute_notebook(
+        str(REPO / "notebooks" / "coverage.ipynb"), str(out),
+        kernel_name="python3", progress_bar=False, cwd=str(tmp_path),
+    )  # no parameters: the defaults  # fmt: skip
+    assert cell_outputs(out, "await ensure_offline_cache(") == []  # the demo's cache was used
+    (table,) = cell_outputs(out, "cov = summarize(")
+    text = table["data"]["text/plain"]
+    assert "[125 rows x 10 columns]" in text  # 25 symbols × 5 timeframes, every one held
+    assert "MATIC-USD" in text and " 0 days " not in text and not re.search(r"\d\.\d+ s", text)
+    assert re.search(r"\s(\d+ [hm] )*\d+ s\s+False\s", text)  # ages to the second, then stale
+    (attention,) = cell_outputs(out, 'cov["stale"]]')  # only stale ones: the demo fills 300
+    assert " days " not in attention["data"]["text/plain"]
+    assert not re.search(r"\s(?!300)\d+\s+300\s", attention["data"]["text/plain"])
 
 
 def test_unknown_product_fails_the_gate(

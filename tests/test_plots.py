@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import matplotlib.dates as mdates
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,7 +14,7 @@ from matplotlib.figure import Figure
 
 from livermore_nb import plots
 from livermore_nb.candles import to_frame
-from livermore_nb.coverage import series_gaps, summarize
+from livermore_nb.coverage import series_gaps, summarize, warmup_table
 from livermore_nb.macdv import macdv, warmup_errors
 from livermore_nb.timeframes import TIMEFRAMES
 
@@ -62,15 +63,35 @@ def test_coverage_heatmap_annotates_every_cell(cov, tmp_path: Path) -> None:
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_yticklabels()] == SYMBOLS
     assert [t.get_text() for t in ax.get_xticklabels()] == ["5m", "1h", "1d"]
-    assert len(ax.texts) == len(SYMBOLS) * 3 and {"300", "120", "0"} <= {
+    assert len(ax.texts) == len(SYMBOLS) * 3 and {"300", "120", "0\nempty"} <= {
         t.get_text() for t in ax.texts
     }
     assert ax.get_xlabel() == "timeframe" and ax.get_ylabel() == "symbol"
-    assert "target 300" in ax.get_title()
+    assert "target 300" in ax.get_title() and "1 of 78 series stale" in ax.get_title()
     assert fig.axes[1].get_ylabel() == "share of target"
     image = ax.get_images()[0].get_array()
     assert image.max() == 1.0 and image.min() == 0.0
     save(fig, tmp_path / "heatmap.png")
+
+
+def test_coverage_heatmap_hatches_stale_cells_with_their_age(cov) -> None:
+    stale_cov = cov.copy()
+    stale_cov.loc[4, ["age", "stale"]] = [pd.Timedelta(hours=3, minutes=12, seconds=9), True]
+    fig = plots.coverage_heatmap(stale_cov)
+    ax = fig.axes[0]
+    hatched = [p for p in ax.patches if p.get_gid() == "stale"]
+    assert all(p.get_hatch() for p in hatched)
+    cells = {(round(p.get_x() + 0.5), round(p.get_y() + 0.5)) for p in hatched}
+    assert cells == {(2, 0), (1, 1)}  # SYN0-USD 1d (empty) and SYN1-USD 1h (row 4 of cov)
+    texts = {(round(t.get_position()[0]), round(t.get_position()[1])): t for t in ax.texts}
+    assert texts[(1, 1)].get_text() == "300\n3 h 12 m old"
+    assert texts[(2, 0)].get_text() == "0\nempty"
+    assert "stale" in ax.get_title() and "2 of 78 series stale" in ax.get_title()
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [
+        "stale: newest candle too old (its age shown) or empty"
+    ]
+    # white ink on the dark ends of the colour scale, black in its pale middle
+    assert texts[(0, 1)].get_color() == "white" and texts[(0, 0)].get_color() == "black"
 
 
 def test_gap_timeline_has_a_panel_per_gappy_timeframe(frames, cov, tmp_path: Path) -> None:
@@ -78,7 +99,8 @@ def test_gap_timeline_has_a_panel_per_gappy_timeframe(frames, cov, tmp_path: Pat
     fig = plots.gap_timeline(cov, gaps)
     assert len(fig.axes) == 3
     for ax, tf in zip(fig.axes, ("5m", "1h", "1d"), strict=True):
-        assert ax.get_title(loc="left").startswith(f"{tf}: 2 gaps, 3 missing periods in 1 of")
+        assert ax.get_title(loc="left").startswith(f"{tf}: 2 gaps, 3 × {tf} (")
+        assert " missing in 1 of " in ax.get_title(loc="left")
         assert [t.get_text() for t in ax.get_yticklabels()] == ["SYN3-USD"]
         assert ax.get_xlabel() == "time (UTC)"
         bars = [c for c in ax.collections if isinstance(c, PolyCollection)]
@@ -107,6 +129,19 @@ def test_staleness_chart_bars_per_series(cov, tmp_path: Path) -> None:
     save(fig, tmp_path / "staleness.png")
 
 
+def test_staleness_legend_never_covers_a_bar(cov) -> None:
+    old = cov.copy()  # every series 3 periods old: bars reach the right edge on every row
+    old["age"] = old["timeframe"].map(lambda tf: pd.Timedelta(seconds=3 * TIMEFRAMES[tf].seconds))
+    old["stale"] = True
+    for frame in (cov, old, old.iloc[:6]):
+        fig = plots.staleness_chart(frame)
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        legend = ax.get_legend().get_window_extent()
+        bars = [p.get_window_extent() for p in ax.patches if p.get_width() > 0]
+        assert bars and not any(legend.overlaps(bar) for bar in bars)
+
+
 def test_macdv_panel_draws_price_indicator_and_bands(frames, tmp_path: Path) -> None:
     frame = frames[("SYN1-USD", "1h")]
     indicator = macdv(frame)
@@ -121,19 +156,64 @@ def test_macdv_panel_draws_price_indicator_and_bands(frames, tmp_path: Path) -> 
     assert len(macd.containers[0]) == len(frame)  # one histogram bar per candle
     stages = {t.get_text() for t in price.get_legend().get_texts()}
     assert stages == set(indicator["stage"].dropna())
+    assert not [p for p in price.patches if p.get_gid() == "warmup"]
     save(fig, tmp_path / "macdv.png")
+
+
+def warmup_spans(ax) -> list[tuple[float, float]]:
+    """(left, right) in date numbers of each warm-up span drawn on ``ax``."""
+    return [
+        (min(xs), max(xs))
+        for p in ax.patches
+        if p.get_gid() == "warmup"
+        for xs in [p.get_path().transformed(p.get_patch_transform()).vertices[:, 0]]
+    ]
+
+
+@pytest.mark.parametrize(("symbol", "candles"), [("SYN1-USD", 300), ("SYN0-USD", 120)])
+def test_macdv_panel_shades_the_bars_the_trust_table_distrusts(
+    frames, symbol: str, candles: int
+) -> None:
+    frame = frames[(symbol, "1h")]
+    assert len(frame) == candles
+    table = warmup_table({(symbol, "1h"): frame}, min_candles=150, now=NOW)
+    fig = plots.macdv_panel(frame, macdv(frame), min_candles=150)
+    x = mdates.date2num(frame.index.tz_localize(None).to_numpy())
+    half = (x[1] - x[0]) / 2
+    shaded = min(candles, 149)  # bar i rests on i + 1 candles; the gate wants 150
+    for ax in fig.axes:
+        ((left, right),) = warmup_spans(ax)
+        assert left == pytest.approx(x[0] - half) and right == pytest.approx(x[shaded - 1] + half)
+        assert (x < right).sum() == shaded  # exactly the untrusted bars lie under the span
+    label = fig.axes[1].get_legend().get_texts()[-1].get_text()
+    assert label == f"warm-up: first {shaded} bars rest on < 150 candles (untrusted)"
+    # the newest bar is under the span exactly when the trust table distrusts the series
+    assert (shaded == candles) == (not table["trustworthy"].iloc[0])
 
 
 def test_warmup_curve_log_scale_marks_and_tolerance(frames, tmp_path: Path) -> None:
     errors = warmup_errors(frames[("SYN1-USD", "5m")], ns=range(30, 401, 10))
     fig = plots.warmup_curve(errors, tolerance=0.5, title="SYN1-USD 5m")
-    ax = fig.axes[0]
+    ax, ends_ax = fig.axes
     assert ax.get_yscale() == "log" and ax.get_title() == "SYN1-USD 5m"
-    assert ax.get_xlabel().startswith("N ") and "points" in ax.get_ylabel()
-    assert {t.get_text() for t in ax.texts} == {"N=60", "N=100", "N=150", "N=300"}
+    assert ends_ax.get_xlabel().startswith("N ") and "points" in ax.get_ylabel()
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert labels == ["max over end points", "median over end points", "tolerance 0.5"]
-    assert ax.get_xlim()[1] >= 300
-    max_line = ax.get_lines()[0]
-    assert max(max_line.get_xdata()) <= 150  # N beyond half the history is not drawn
     save(fig, tmp_path / "warmup.png")
+
+
+def test_warmup_curve_stops_where_the_data_stops_and_counts_end_points(frames) -> None:
+    errors = warmup_errors(frames[("SYN1-USD", "5m")], ns=range(30, 401, 10))  # 300 candles
+    fig = plots.warmup_curve(errors, marks=(60, 100, 150, 300))
+    ax, ends_ax = fig.axes
+    for line in ax.get_lines()[:2]:
+        assert max(line.get_xdata()) == 150  # N needs 2 × N candles: 150 is the last measured
+    assert 150 < ax.get_xlim()[1] < 160  # the axis ends there too, no room for N=300
+    assert {t.get_text() for t in ax.texts} == {"N=60", "N=100", "N=150"}
+    heights = {round(b.get_x() + b.get_width() / 2): b.get_height() for b in ends_ax.patches}
+    measured = errors[errors["ends"] > 0]
+    assert heights == measured["ends"].to_dict() and heights[150] == 1 and heights[30] == 200
+    shown = [t.get_text() for t in ends_ax.texts if t.get_text()]
+    assert shown[-1] == "1"  # the count behind the last N is written out
+    assert ends_ax.get_ylabel() == "end points"
+    assert ends_ax.get_title(loc="right").startswith("N ≥ 160 not measured")

@@ -37,6 +37,7 @@ SERVER_ERROR_BODIES: dict[int, tuple[str, str]] = {
 """Bodies like Coinbase's (the 502 comes from its CDN, as HTML)."""
 LIMIT_INVALID = "limit argument is invalid - expected a number of candles from 1 to {}"
 RATE_LIMITED = {"error": "RATE_LIMIT_EXCEEDED", "message": "Too many requests"}
+PRODUCTS_PATH = "/api/v3/brokerage/market/products"
 compact_json = functools.partial(json.dumps, separators=(",", ":"))
 """Coinbase sends compact JSON."""
 
@@ -56,6 +57,35 @@ def format_candles(bars: Bars) -> list[dict[str, str]]:
          "volume": str(v)}
         for t, o, h, lo, c, v in zip(*cols, strict=True)
     ]  # fmt: skip
+
+
+def product_entry(product_id: str) -> dict[str, Any]:
+    """One spot product as Coinbase's products endpoint lists it (the fields SDKs and ccxt read)."""
+    base, _, quote = product_id.partition("-")
+    return {
+        "product_id": product_id, "display_name": product_id, "product_type": "SPOT",
+        "status": "online", "base_currency_id": base, "quote_currency_id": quote,
+        "base_display_symbol": base, "quote_display_symbol": quote,
+        "base_name": base, "quote_name": quote,
+        "base_increment": "0.00000001", "quote_increment": "0.00000001",
+        "price_increment": "0.00000001", "base_min_size": "0.00000001",
+        "base_max_size": "1000000000", "quote_min_size": "1", "quote_max_size": "10000000",
+        "trading_disabled": False, "is_disabled": False, "cancel_only": False,
+        "limit_only": False, "post_only": False, "auction_mode": False, "view_only": False,
+        "new": False, "watched": False, "alias": "", "alias_to": [], "product_venue": "CBE",
+    }  # fmt: skip
+
+
+def list_products(products: list[str], query: Mapping[str, str], wanted: list[str]) -> Any:
+    """The products body for ``query``: ``product_type``, ``product_ids``, ``limit``, ``offset``."""
+    if query.get("product_type", "SPOT").upper() != "SPOT":
+        products = []  # no futures here
+    if wanted:
+        products = [p for p in products if p in wanted]
+    offset = int(query["offset"]) if query.get("offset", "").isdigit() else 0
+    limit = int(query["limit"]) if query.get("limit", "").isdigit() else len(products)
+    page = products[offset : offset + limit] if limit else products[offset:]
+    return {"products": [product_entry(p) for p in page], "num_products": len(products)}
 
 
 def error_response(exc: HTTPStatusError) -> web.Response:
@@ -177,6 +207,7 @@ class Emulator:
         app = web.Application()
         app.router.add_get(PRIVATE_PATH, self._private)
         app.router.add_get(PUBLIC_PATH, self._public)
+        app.router.add_get(PRODUCTS_PATH, self._list_products)
         app.router.add_get("/_emulator/stats", self._stats)
         app.router.add_post("/_emulator/reset", self._reset)
         app.router.add_get("/_emulator/products", self._products)
@@ -286,6 +317,18 @@ class Emulator:
         if fault.kind == "malformed":
             return malformed_response(candles, fault.malformed, start)
         return json_reply({"candles": candles})
+
+    async def _list_products(self, request: web.Request) -> web.Response:
+        """``GET /api/v3/brokerage/market/products``: the listed products, public rate limit.
+
+        Not counted in the candle statistics; rejected (429) like any public request.
+        """
+        if not self._limits["public"].allow(self._client_ip(request), self.config.clock()):
+            headers = {"Retry-After": f"{self.config.retry_after_s:g}"}
+            return json_reply(RATE_LIMITED, 429, headers)
+        await asyncio.sleep(self.config.latency_ms / 1000)
+        wanted = request.query.getall("product_ids", [])
+        return json_reply(list_products(self.products(), request.query, wanted))
 
     async def _stats(self, request: web.Request) -> web.Response:
         """``GET /_emulator/stats``: the statistics and, under ``api``, the regime served."""
