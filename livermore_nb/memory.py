@@ -18,9 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
-
-from .store import translate_redis_errors
+from .store import AsyncRedis, translate_redis_errors
 from .timeframes import Timeframe
 
 SAFE_BUCKETS = 300
@@ -79,7 +77,7 @@ class HistoryStart:
 class Memory:
     """The run's memory in Redis: capabilities and history starts of one API host."""
 
-    def __init__(self, client: aioredis.Redis, *, prefix: str, api_host: str, api_ttl: int) -> None:
+    def __init__(self, client: AsyncRedis, *, prefix: str, api_host: str, api_ttl: int) -> None:
         self.client = client
         self.api_key = f"{prefix}:api:{api_host}"
         self.history_key = f"{prefix}:history:{api_host}"
@@ -87,7 +85,7 @@ class Memory:
 
     async def capabilities(self) -> Capabilities:
         """The capabilities remembered (all unknown once they expired)."""
-        with translate_redis_errors("reading the API capabilities"):
+        with translate_redis_errors("reading the API capabilities", self.client):
             raw = await self.client.hgetall(self.api_key)
         fields = {k.decode() if isinstance(k, bytes) else k: v for k, v in raw.items()}
         four_hour, most = fields.get("four_hour"), fields.get("max_buckets")
@@ -101,7 +99,7 @@ class Memory:
         fields = [(k, int(v)) for k, v in caps.as_dict().items() if v is not None]  # bool: 0/1
         if not fields or self.api_ttl <= 0:
             return
-        with translate_redis_errors("storing the API capabilities"):
+        with translate_redis_errors("storing the API capabilities", self.client):
             await self.client.hset(self.api_key, items=[x for pair in fields for x in pair])
             await self.client.expire(self.api_key, self.api_ttl)
 
@@ -109,7 +107,7 @@ class Memory:
         """The recorded history starts of ``symbols`` (those never proven are absent)."""
         if not symbols:
             return {}
-        with translate_redis_errors("reading history starts"):
+        with translate_redis_errors("reading history starts", self.client):
             values = await self.client.hmget(self.history_key, list(symbols))
         out = {}
         for symbol, value in zip(symbols, values, strict=True):
@@ -120,6 +118,6 @@ class Memory:
 
     async def remember_history(self, symbol: str, start: HistoryStart) -> None:
         """Record that ``symbol``'s history begins at ``start``."""
-        with translate_redis_errors(f"storing the history start of {symbol}"):
+        with translate_redis_errors(f"storing the history start of {symbol}", self.client):
             await self.client.hset(self.history_key, symbol, f"{start.start_s} {start.proof_s}")
             await self.client.expire(self.history_key, HISTORY_TTL_S)

@@ -44,6 +44,7 @@ def hours(*offsets: int) -> list[int]:
     return [int(T0.value // 10**6) + h * HOUR_MS for h in offsets]
 
 
+@pytest.mark.cluster
 def test_coverage_reports_counts_gaps_and_age(sync_redis: redis.Redis, key_template: str) -> None:
     # 0..9 with hours 3, 4, 5 and 8 missing: two gaps, 4 missing periods, largest 3.
     put(sync_redis, key_template, "BTC-USD", "1h", hours(0, 1, 2, 6, 7, 9))
@@ -82,6 +83,7 @@ def test_stale_after_stale_periods_closed_periods(sync_redis: redis.Redis, key_t
     assert unix["age"].iloc[0] == pd.Timedelta(0)
 
 
+@pytest.mark.cluster
 def test_url_and_client_give_the_same_frame(
     sync_redis: redis.Redis, redis_url: str, key_template: str
 ) -> None:
@@ -92,6 +94,7 @@ def test_url_and_client_give_the_same_frame(
     pd.testing.assert_frame_equal(by_client, by_url)
 
 
+@pytest.mark.cluster
 def test_series_gaps_lists_every_gap_and_is_typed_when_empty(
     sync_redis: redis.Redis, key_template: str
 ) -> None:
@@ -106,6 +109,7 @@ def test_series_gaps_lists_every_gap_and_is_typed_when_empty(
     assert str(empty["start"].dtype) == "datetime64[ns, UTC]"
 
 
+@pytest.mark.cluster
 def test_warmup_table_trusts_long_series_only(sync_redis: redis.Redis, key_template: str):
     put(sync_redis, key_template, "BTC-USD", "1h", hours(*range(300)))
     put(sync_redis, key_template, "ETH-USD", "1h", hours(*range(100)))
@@ -173,6 +177,7 @@ def test_serializable_has_iso_times_and_seconds(sync_redis: redis.Redis, key_tem
     assert records[1]["first"] is None and records[1]["age_s"] is None
 
 
+@pytest.mark.cluster
 def test_cli_coverage_formats(
     sync_redis: redis.Redis, redis_url: str, key_template: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -189,3 +194,36 @@ def test_cli_coverage_formats(
     assert "BTC-USD" in capsys.readouterr().out
     assert main(["coverage", "--symbols", "BTC/USD", "--redis-url", redis_url]) == 2
     assert main(["coverage", "--symbols", "BTC-USD", "--redis-url", "redis://127.0.0.1:1"]) == 4
+
+
+@pytest.mark.parametrize("fmt", ["table", "json", "csv"])
+def test_cli_coverage_on_an_empty_cache_lists_every_series_as_empty(
+    redis_url: str, key_template: str, fmt: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["coverage", "--symbols", "BTC-USD,NOPE-USD", "--timeframes", "5m,1h"]
+    code = main([*args, "--redis-url", redis_url, "--key-template", key_template, "--format", fmt])
+    out, err = capsys.readouterr()
+    assert code == 0 and "Traceback" not in err, err
+    if fmt == "json":
+        rows = json.loads(out)
+        assert len(rows) == 4 and all(r["candles"] == 0 and r["stale"] for r in rows)
+        assert all(r["first"] is None and r["age_s"] is None for r in rows)
+    else:
+        assert out.count("NOPE-USD") == 2 and out.count("BTC-USD") == 2
+
+
+def test_the_notebooks_code_path_runs_on_an_empty_cache(redis_url: str, key_template: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from livermore_nb.plots import coverage_heatmap, gap_timeline, staleness_chart
+
+    frames = load_series(redis_url, "BTC-USD,ETH-USD", "5m,1h,4h", key_template=key_template)
+    cov = summarize(frames, target=300)  # coverage.ipynb
+    assert len(cov) == 6 and (cov["candles"] == 0).all() and cov["stale"].all()
+    assert cov["age"].isna().all() and str(cov["age"].dtype).startswith("timedelta64")
+    gaps = series_gaps(frames)
+    for figure in (coverage_heatmap(cov), gap_timeline(cov, gaps), staleness_chart(cov)):
+        assert figure is not None
+    table = warmup_table(frames)  # macdv_warmup.ipynb
+    assert len(table) == 6 and not table["trustworthy"].any()
