@@ -8,6 +8,7 @@ beforehand: it learns the regime from the answers, at the cost of at most two
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 import redis
@@ -15,15 +16,15 @@ from test_backfill import (
     SYMBOLS,
     assert_redis_is_the_apis,
     assert_same_candles,
-    config,
     emulator_candles,
     four_hour_truth,
     planned,
     state_prefix,
     stored,
 )
+from test_backfill import config as backfill_config
 
-from livermore_nb import backfill
+from livermore_nb import BackfillConfig, backfill
 from livermore_nb.emulator import Emulator
 from livermore_nb.memory import Capabilities
 from livermore_nb.plan import count_pages, fetch_span, plan, planned_requests, target_window
@@ -38,6 +39,11 @@ NOW = (time.time() // (4 * H) - 2) * 4 * H + 2.5 * H
 LIQUID = ("SOL-USD", "ADA-USD", "AVAX-USD")
 """Synthetic products with 2000 days of history and no empty bucket: no paging back."""
 EMPTY = SeriesInfo(0, None, None)
+
+
+def config(redis_url: str, key_template: str, **overrides: Any) -> BackfillConfig:
+    """test_backfill's config for one process alone: a rerun fetches, not reads a peer's work."""
+    return backfill_config(redis_url, key_template, **{"shared_rate": "off", **overrides})
 
 
 def regime(emu: Emulator) -> Capabilities:
