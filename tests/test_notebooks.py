@@ -93,7 +93,8 @@ def assert_no_secret(path: Path, key: TestKey) -> None:
 
 def test_notebook_parameters_match_startup() -> None:
     names = set(pm.inspect_notebook(str(notebook_path())))
-    assert set(NOTEBOOK_PARAMETERS) | {"redis_url", "report_path", "use_emulator"} == names
+    extra = {"config_file", "redis_url", "report_path", "use_emulator"}
+    assert set(NOTEBOOK_PARAMETERS) | extra == names
     assert notebook_path().resolve() == (REPO / "notebooks" / "backfill.ipynb").resolve()
 
 
@@ -144,6 +145,35 @@ def test_backfill_notebook_fills_redis_and_writes_the_report(
         r"READY: 4 ready in \d+\.\ds, \d+ requests, \d+ retries, \d+ rate-limited\n",
         verdict["text"],
     )
+
+
+def test_backfill_notebook_reads_a_config_file_under_the_parameters_set(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    coinbase_env: dict[str, str],
+    redis_url: str,
+    key_template: str,
+    sync_redis: redis.Redis,
+) -> None:
+    for name, value in coinbase_env.items():
+        monkeypatch.setenv(name, value)
+    config_file = tmp_path / "livermore.toml"
+    config_file.write_text(
+        f'symbols = ["BTC-USD"]\ntimeframes = "1h,1d"\ncandles = 40\nmin_candles = 40\n'
+        f'key_template = "{key_template}"\nttl = 7200\ntimeout = 5\n'
+    )
+    report_path = tmp_path / "report.json"
+    # timeframes=None: left unset (run_notebook sets it otherwise); candles given: it wins
+    run_notebook(tmp_path, config_file=str(config_file), timeframes=None, candles=50,
+                 redis_url=redis_url, report_path=str(report_path))  # fmt: skip
+    report = json.loads(report_path.read_text())
+    assert report["ready"], report
+    assert [(s["symbol"], s["timeframe"]) for s in report["series"]] == [
+        ("BTC-USD", "1h"), ("BTC-USD", "1d"),
+    ]  # fmt: skip
+    for tf in ("1h", "1d"):
+        key = format_key(key_template, "BTC-USD", tf)
+        assert sync_redis.zcard(key) == 50 and 0 < sync_redis.ttl(key) <= 7200
 
 
 def test_coverage_notebook_defaults_read_what_make_demo_filled(
@@ -215,6 +245,29 @@ def test_startup_runs_command_when_ready_and_keeps_secrets_out(
     assert params["use_emulator"] is False and params["redis_url"] is None
     assert_no_secret(out, ec_key)
     assert ec_key.secret not in done.stdout + done.stderr
+
+
+def test_startup_hands_the_notebook_a_config_files_options_under_its_flags(
+    tmp_path: Path, coinbase_env: dict[str, str], redis_url: str, key_template: str
+) -> None:
+    config_file = tmp_path / "livermore.toml"
+    config_file.write_text(
+        f'symbols = "SOL-USD"\ntimeframes = "1h,1d"\ncandles = 40\nmin_candles = 30\n'
+        f'key_template = "{key_template}"\nredis_url = "redis://127.0.0.1:1/0"\n'
+    )
+    out = tmp_path / "startup.ipynb"
+    done = startup(
+        tmp_path, coinbase_env, "--config", str(config_file), "--candles", "60",
+        "--redis-url", redis_url, "--output-notebook", str(out),
+        "--report", str(tmp_path / "report.json"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr  # --redis-url beat the file's dead Redis
+    params = json.loads(out.read_text())["metadata"]["papermill"]["parameters"]
+    assert (params["timeframes"], params["candles"], params["min_candles"]) == ("1h,1d", 60, 30)
+    assert params["key_template"] == key_template and params["redis_url"] is None
+    assert params["config_file"] is None  # the CLI merged it; the kernel must not reread it
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [(s["timeframe"], s["candles"]) for s in report["series"]] == [("1h", 60), ("1d", 60)]
 
 
 @pytest.mark.parametrize(("allow_partial", "expected"), [(False, 3), (True, 0)])
