@@ -46,6 +46,13 @@ def coinbase_env(ec_key: TestKey) -> Iterator[dict[str, str]]:
         }
 
 
+@pytest.fixture
+def kernel_env(monkeypatch: pytest.MonkeyPatch, coinbase_env: dict[str, str]) -> None:
+    """Point the kernels papermill starts in this test at the emulator (they inherit the env)."""
+    for name, value in coinbase_env.items():
+        monkeypatch.setenv(name, value)
+
+
 def run_notebook(tmp_path: Path, **parameters: object) -> Path:
     """Execute backfill.ipynb with ``parameters`` into tmp_path; the executed notebook's path."""
     out = tmp_path / "executed.ipynb"
@@ -107,15 +114,12 @@ def test_committed_notebooks_carry_no_outputs() -> None:
 
 def test_backfill_notebook_fills_redis_and_writes_the_report(
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    coinbase_env: dict[str, str],
+    kernel_env: None,
     redis_url: str,
     key_template: str,
     sync_redis: redis.Redis,
     ec_key: TestKey,
 ) -> None:
-    for name, value in coinbase_env.items():
-        monkeypatch.setenv(name, value)
     report_path = tmp_path / "report.json"
     out = run_notebook(
         tmp_path,
@@ -149,14 +153,11 @@ def test_backfill_notebook_fills_redis_and_writes_the_report(
 
 def test_backfill_notebook_reads_a_config_file_under_the_parameters_set(
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    coinbase_env: dict[str, str],
+    kernel_env: None,
     redis_url: str,
     key_template: str,
     sync_redis: redis.Redis,
 ) -> None:
-    for name, value in coinbase_env.items():
-        monkeypatch.setenv(name, value)
     config_file = tmp_path / "livermore.toml"
     config_file.write_text(
         f'symbols = ["BTC-USD"]\ntimeframes = "1h,1d"\ncandles = 40\nmin_candles = 40\n'
@@ -204,13 +205,10 @@ def test_coverage_notebook_defaults_read_what_make_demo_filled(
 
 def test_unknown_product_fails_the_gate(
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    coinbase_env: dict[str, str],
+    kernel_env: None,
     redis_url: str,
     key_template: str,
 ) -> None:
-    for name, value in coinbase_env.items():
-        monkeypatch.setenv(name, value)
     report_path = tmp_path / "report.json"
     with pytest.raises(pm.PapermillExecutionError) as failed:
         run_notebook(
