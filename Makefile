@@ -21,7 +21,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests
-	LIVERMORE_REDIS_DB=$(CURDIR)/.pytest_cache/nbval-redis.db $(BIN)/python -m pytest --nbval-lax -p no:randomly notebooks
+	LIVERMORE_REDIS_DB=$(CURDIR)/.pytest_cache/nbval-redis.db $(BIN)/python -m pytest -p tests.nbval_redis --nbval-lax -p no:randomly notebooks
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests -m "not slow"
@@ -39,7 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
 
 warmup: $(STAMP)
-	$(BIN)/python -m benchmarks.warmup --data ../shared/data --out docs/warmup.md
+	$(BIN)/python -m benchmarks.warmup --data livermore_nb/data --out docs/warmup.md
 
 images: $(STAMP)
 	$(BIN)/python docs/render_images.py docs/img

@@ -40,6 +40,7 @@ from .harness import (
     arrival_margin_ms,
     client_env,
 )
+from .replicas import replicas_table
 from .report import Results, Row, table
 from .scale import run_scale
 from .scenarios import (
@@ -53,7 +54,7 @@ from .scenarios import (
 )
 from .seed import seed_backfill
 
-SCENARIOS = ("cold", "seed", "warm", "public", "scale")
+SCENARIOS = ("cold", "seed", "warm", "public", "scale", "replicas")
 PRIVATE_LIMIT = 30.0
 PUBLIC_LIMIT = 10.0
 DOWNTIMES_S = (60.0, 600.0, 7200.0)
@@ -91,6 +92,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--scale-fractions", default="0.25,0.5,1", help="of --scale-symbols")
     parser.add_argument("--scale-latency-ms", type=float, default=0)
     parser.add_argument("--scale-repeat", type=int, default=3, help="runs of the largest size")
+    parser.add_argument("--replicas", default="1,3,5,10", help="processes at once, first = base")
     parser.add_argument("--profile", default="", help="pyinstrument text profile of full scale")
     parser.add_argument("--redis-url", default=None, help="default redis://127.0.0.1:6379/14")
     parser.add_argument("--out", default=None, help=f"README to write (default {README.name})")
@@ -384,6 +386,17 @@ async def run_public(bench: Bench) -> None:
     bench.results.add("public", "5. Public endpoint (no key, 10 req/s per IP)", [row], notes)
 
 
+def run_replicas_section(bench: Bench) -> None:
+    """1, 3, 5, 10 CLI processes at once on one key and one Redis (``--replicas``)."""
+    counts = [int(n) for n in bench.args.replicas.split(",") if n]
+    rows, notes = replicas_table(bench.api, bench.store, bench.key, bench.workload, counts)
+    title = (
+        f"6. Replicas: processes started at once, one key, one Redis ({bench.workload.series} "
+        f"series, private, latency {bench.args.latency_ms:g} ms)"
+    )
+    bench.results.add("replicas", title, rows, notes)
+
+
 def run_scale_section(bench: Bench) -> list[Row]:
     """Scale at fractions of ``--scale-symbols`` (linearity), each in a fresh process.
 
@@ -528,12 +541,14 @@ async def run_scenarios(bench: Bench) -> None:
         await run_costs(bench, run_scale_section(bench))
     if "public" in only:
         await run_public(bench)
+    if "replicas" in only:
+        run_replicas_section(bench)
     bench.results.sections = dict(sorted(bench.results.sections.items(), key=_section_order))
 
 
 def _section_order(item: tuple[str, Any]) -> int:
     """Sections in the issue's order."""
-    return ["cold", "seed", "warm", "scale", "costs", "public"].index(item[0])
+    return ["cold", "seed", "warm", "scale", "costs", "public", "replicas"].index(item[0])
 
 
 def main(argv: list[str] | None = None) -> int:

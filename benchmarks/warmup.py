@@ -4,7 +4,7 @@ For every recorded product and timeframe, MACD-V computed from only the newest N
 compared with MACD-V from the full history, at each of the last ``--ends`` candles (see
 ``livermore_nb.macdv.warmup_errors``), and the N needed for errors below 1 and 0.1 points.
 
-    .venv/bin/python -m benchmarks.warmup --data ../shared/data --out docs/warmup.md
+    .venv/bin/python -m benchmarks.warmup --data livermore_nb/data --out docs/warmup.md
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from livermore_nb.candles import read_recorded_csv, resample
 from livermore_nb.macdv import find_gaps, macdv, min_candles_for, warmup_errors
 from livermore_nb.timeframes import TIMEFRAMES
 
-COMMAND = ".venv/bin/python -m benchmarks.warmup --data ../shared/data --out docs/warmup.md"
+COMMAND = ".venv/bin/python -m benchmarks.warmup --data livermore_nb/data --out docs/warmup.md"
 NS = range(30, 401, 10)
 SHOWN = (60, 100, 150, 200, 300)
 TIMEFRAMES_MEASURED = ("5m", "15m", "1h", "4h")
@@ -180,7 +180,7 @@ def markdown(table: pd.DataFrame, gaps: pd.DataFrame, daily: dict[str, int], end
 def main(argv: list[str] | None = None) -> None:
     """Compute the tables, print them and optionally write the markdown page."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default = PACKAGED if PACKAGED.exists() else Path("../shared/data")
+    default = PACKAGED
     parser.add_argument("--data", type=Path, default=default, help="folder of recorded CSVs")
     parser.add_argument("--out", type=Path, help="write the markdown page here")
     parser.add_argument("--ends", type=int, default=200, help="end points per series")

@@ -117,6 +117,10 @@ def report_section() -> str:
     report_docs = attribute_docs(backfill, "BackfillReport")
     exit_doc = inspect.getdoc(BackfillReport.exit_code) or ""
     types = {f.name: f.type for f in dataclasses.fields(BackfillReport)}
+    for name, prop in vars(BackfillReport).items():  # computed keys, e.g. from_peer
+        if isinstance(prop, property) and name != "exit_code":
+            types[name] = inspect.signature(prop.fget).return_annotation
+            report_docs.setdefault(name, (inspect.getdoc(prop) or "").replace("\n", " "))
     rows = [[f"`{k}`", f"`{types[k]}`", report_docs.get(k, "")] for k in sample.to_dict()]
     rows.append(["`exit_code`", "`int`", f"Only in the file `--report` writes: {exit_doc}"])
     series_docs = attribute_docs(backfill, "SeriesResult")

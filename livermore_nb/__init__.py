@@ -8,29 +8,76 @@ The notebooks and the ``livermore-nb`` command are thin layers over this API::
 The analysis side lives in its modules (importing them here would shadow the
 module names): ``livermore_nb.coverage.coverage(redis, symbols, timeframes)``
 and ``livermore_nb.macdv.macdv(df)`` each return a DataFrame.
+
+The names below are imported on first use (PEP 562), so ``import livermore_nb.cli``
+costs milliseconds, not the two seconds pandas and aiohttp take: the command can
+then catch a Ctrl-C that arrives while they load.
 """
 
-from .backfill import (
-    BackfillConfig,
-    BackfillReport,
-    NotReady,
-    SeriesResult,
-    backfill,
-    raise_for_gate,
-)
-from .candles import Candle
-from .errors import (
-    AuthError,
-    ConfigError,
-    LivermoreError,
-    RedisUnavailable,
-    StoreError,
-    UpstreamError,
-)
-from .store import CandleStore
-from .timeframes import TIMEFRAMES, Timeframe
+from __future__ import annotations
+
+import sys
+from importlib import import_module
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .backfill import (
+        BackfillConfig,
+        BackfillReport,
+        NotReady,
+        SeriesResult,
+        backfill,
+        raise_for_gate,
+    )
+    from .candles import Candle
+    from .errors import (
+        AuthError,
+        ConfigError,
+        LivermoreError,
+        RedisUnavailable,
+        StoreError,
+        UpstreamError,
+    )
+    from .store import CandleStore
+    from .timeframes import TIMEFRAMES, Timeframe
 
 __version__ = "0.1.0"
+
+_HOMES = {
+    "backfill": ("BackfillConfig", "BackfillReport", "NotReady", "SeriesResult", "backfill",
+                 "raise_for_gate"),
+    "candles": ("Candle",),
+    "errors": ("AuthError", "ConfigError", "LivermoreError", "RedisUnavailable", "StoreError",
+               "UpstreamError"),
+    "store": ("CandleStore",),
+    "timeframes": ("TIMEFRAMES", "Timeframe"),
+}  # fmt: skip
+_MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
+
+
+class _Package(ModuleType):
+    """The package module; its ``backfill`` stays the function when the submodule loads."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Bind ``backfill`` to the function, as the eager ``from .backfill import`` did."""
+        if name == "backfill" and isinstance(value, ModuleType):
+            value = value.backfill
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name from its module on first use."""
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "TIMEFRAMES",

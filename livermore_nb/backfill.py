@@ -23,7 +23,9 @@ from operator import attrgetter
 from typing import Any
 
 import aiohttp
+import orjson
 
+from .budget import SHARED_RATE_MODES, SharedPacer, budget_key, outbound_address, shares_rate
 from .candles import Candle, aggregate, candle_time, complete_buckets
 from .coinbase import DEFAULT_API_URL, CoinbaseClient, Credentials, load_credentials
 from .errors import (
@@ -37,9 +39,10 @@ from .errors import (
     StoreError,
     UpstreamError,
 )
+from .leases import LEASE_S, Lease, SeriesLeases
 from .macdv import find_gaps
 from .products import hints, list_products, syntax_guess
-from .ratelimit import Pacer, RequestStats, RetryPolicy
+from .ratelimit import Pacer, Pacing, RequestStats, RetryPolicy
 from .store import (
     DEFAULT_KEY_TEMPLATE,
     MAX_KEEP,
@@ -119,6 +122,11 @@ class BackfillConfig:
     """Time budget of the whole run (s, 0 = none): at the deadline it stops with exit 3."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     """Tries per request, backoff and the 429 cool-down."""
+    shared_rate: str = "auto"
+    """``on``: one rate budget, 429 cool-down and series leases per API key, kept in Redis;
+    ``off``: this process alone; ``auto``: on whenever a Redis URL is configured."""
+    lease_s: float = LEASE_S
+    """Series lease: how long a dead replica's series wait before another process takes them."""
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -147,6 +155,11 @@ class BackfillConfig:
             ),
             (self.max_pages >= 1, "max pages must be ≥ 1"),
             (self.timeout_s > 0, "timeout must be > 0"),
+            (
+                self.shared_rate in SHARED_RATE_MODES,
+                f"--shared-rate must be one of {', '.join(SHARED_RATE_MODES)}",
+            ),
+            (self.lease_s > 0, f"--lease must be > 0 seconds, got {self.lease_s}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -323,6 +336,11 @@ class SeriesResult:
     """Why the series is short or failed ("did you mean" for unknown products); null if ready."""
     fetched: int = 0
     """Candles this run wrote to the series (count; 0 when it was already current)."""
+    source: str | None = None
+    """``fetched`` by this process, taken from a ``peer`` that fetched it, or ``cached``."""
+
+
+SERIES_FIELDS = ("symbol", "timeframe", "candles", "first", "last", "status", "error", "source")
 
 
 @dataclass
@@ -346,6 +364,11 @@ class BackfillReport:
     fatal_exit_code: int | None = None
 
     @property
+    def from_peer(self) -> int:
+        """Series this process took from a peer that fetched them (single-flight)."""
+        return sum(s.source == "peer" for s in self.series)
+
+    @property
     def exit_code(self) -> int:
         """0 ready, 3 some series short/failed, or the code of the error that stopped the run."""
         if self.fatal_exit_code is not None:
@@ -360,14 +383,9 @@ class BackfillReport:
             "requests": self.requests,
             "retries": self.retries,
             "rate_limited": self.rate_limited,
+            "from_peer": self.from_peer,
             "error": self.error,
-            "series": [
-                {
-                    k: getattr(s, k)
-                    for k in ("symbol", "timeframe", "candles", "first", "last", "status", "error")
-                }
-                for s in self.series
-            ],
+            "series": [{k: getattr(s, k) for k in SERIES_FIELDS} for s in self.series],
         }
 
     def verdict(self) -> str:
@@ -377,6 +395,7 @@ class BackfillReport:
         return (
             f"{'READY' if self.ready else 'NOT READY'}: {summary} in {self.duration_s:.1f}s, "
             f"{self.requests} requests, {self.retries} retries, {self.rate_limited} rate-limited"
+            + (f", {self.from_peer} series from peers" if self.from_peer else "")
         )
 
     def to_frame(self) -> Any:
@@ -422,6 +441,23 @@ def resolve_rate(config: BackfillConfig, credentials: Credentials | None) -> flo
     return config.rate or (PRIVATE_RATE if credentials else PUBLIC_RATE)
 
 
+async def shared_pacing(
+    config: BackfillConfig, store: CandleStore, api_url: str, credentials: Credentials | None
+) -> tuple[Pacing, SeriesLeases | None]:
+    """The pacer and series leases of a run: shared through Redis, or this process's own.
+
+    The budget belongs to the API key (a hash of its name, never its secret) or,
+    on the public endpoint, to this host's outbound address.
+    """
+    rate = resolve_rate(config, credentials)
+    if not shares_rate(config.shared_rate, config.redis_url):
+        return Pacer(rate), None
+    identity = credentials.key_name if credentials else await outbound_address(api_url)
+    pacer = SharedPacer(store.client, budget_key(api_url, identity), rate)
+    scope = f"{api_url}\n{config.candles}\n{config.include_open}\n{config.full}"
+    return pacer, SeriesLeases(store.client, scope=scope, lease_s=config.lease_s)
+
+
 class _Run:
     """One backfill run: shared client, store, results and progress."""
 
@@ -433,8 +469,10 @@ class _Run:
         infos: dict[tuple[str, str], SeriesInfo],
         emit: EventSink,
         clock: Callable[[], float],
+        leases: SeriesLeases | None = None,
     ) -> None:
         self.config = config
+        self.leases = leases
         self.client = client
         self.store = store
         self.infos = infos
@@ -453,7 +491,7 @@ class _Run:
         try:
             if task.symbol in self.unknown:
                 raise ProductNotFound(404, f"Product {task.symbol} not supported")
-            await self._fetch_and_write(task)
+            await self._single_flight(task)
         except (AuthError, StoreError):
             raise
         except UpstreamError as exc:
@@ -465,6 +503,47 @@ class _Run:
         self.done += len(task.targets)
         self._progress()
 
+    async def _single_flight(self, task: Task) -> None:
+        """Fetch a task under its lease, or take what the peer holding it wrote."""
+        if self.leases is None:
+            await self._fetch_and_write(task)
+            return
+        name = self.leases.name(
+            self.store.key(task.symbol, task.source), *(tf.name for tf in task.targets)
+        )
+        got = await self.leases.acquire(name)
+        while not isinstance(got, Lease):
+            if await self._take_from_peer(task, got):
+                return
+            got = await self.leases.acquire(name, unless=got)
+        async with got:
+            at = self.clock()
+            await self._fetch_and_write(task)
+            got.finish(self._done_marker(task, at))
+
+    def _done_marker(self, task: Task, at: float) -> bytes:
+        """What a holder leaves its peers: when it looked, and each target's count and last."""
+        series = {}
+        for tf in task.targets:
+            result = self.results[(task.symbol, tf.name)]
+            series[tf.name] = [result.candles, result.last]
+        return orjson.dumps({"at": at, "series": series})
+
+    async def _take_from_peer(self, task: Task, marker: bytes) -> bool:
+        """Record a peer's series from Redis, unless a candle closed since or Redis lost them."""
+        doc = orjson.loads(marker)
+        now = self.clock()
+        if any(tf.floor(doc["at"]) != tf.floor(now) for tf in task.targets):
+            return False
+        infos = await self.store.info([(task.symbol, tf) for tf in task.targets])
+        for tf, info in zip(task.targets, infos, strict=True):
+            count, last = doc["series"].get(tf.name, [None, None])
+            if count is None or info.count < count or (last and (_iso(info.last_ms) or "") < last):
+                return False
+        for tf, info in zip(task.targets, infos, strict=True):
+            self._record(task.symbol, tf, info, fetched=0, source="peer")
+        return True
+
     async def _fetch_and_write(self, task: Task) -> None:
         now = self.clock()
         windows = {
@@ -474,7 +553,8 @@ class _Run:
         todo = {tf: w for tf, w in windows.items() if w is not None}
         for tf in task.targets:
             if tf not in todo:
-                self._record(task.symbol, tf, self.infos[(task.symbol, tf.name)], fetched=0)
+                info = self.infos[(task.symbol, tf.name)]
+                self._record(task.symbol, tf, info, fetched=0, source="cached")
         if not todo:
             return
         start = min(w.start_s for w in todo.values())
@@ -498,7 +578,7 @@ class _Run:
         for tf, window in todo.items():
             series = self._series_for(tf, task.source, window, found, covered_s * 1000)
             info = await self.store.write(task.symbol, tf, series, replace=window.full)
-            self._record(task.symbol, tf, info, fetched=len(series))
+            self._record(task.symbol, tf, info, fetched=len(series), source="fetched")
 
     def _series_for(
         self,
@@ -519,7 +599,9 @@ class _Run:
             series = series[bisect_left(series, window.start_s * 1000, key=candle_time) :]
         return list(series[-self.config.candles :])
 
-    def _record(self, symbol: str, tf: Timeframe, info: SeriesInfo, fetched: int) -> None:
+    def _record(
+        self, symbol: str, tf: Timeframe, info: SeriesInfo, fetched: int, source: str | None
+    ) -> None:
         ready = info.count >= self.config.min_candles
         self.results[(symbol, tf.name)] = SeriesResult(
             symbol,
@@ -530,6 +612,7 @@ class _Run:
             status="ready" if ready else "short",
             error=None if ready else f"{info.count} < {self.config.min_candles} candles",
             fetched=fetched,
+            source=source,
         )
 
     def _record_failure(self, symbol: str, tf: Timeframe, error: str) -> None:
@@ -555,7 +638,7 @@ class _Run:
                 self.infos[(symbol, tf.name)] = info
                 self._record_failure(symbol, tf, result.error or NOT_STARTED)
                 continue
-            self._record(symbol, tf, info, fetched=result.fetched)
+            self._record(symbol, tf, info, fetched=result.fetched, source=result.source)
             ready = info.count >= self.config.min_candles and info.last_ms is not None
             if ready and is_stale(now - (info.last_ms or 0) / 1000 - tf.seconds, tf.seconds):
                 too_old.append((symbol, tf))
@@ -664,6 +747,7 @@ async def backfill(
     stats = RequestStats()
     try:
         await store.ping()
+        pacer, leases = await shared_pacing(config, store, api_url, credentials)
         tasks = plan(config.symbols, config.timeframes)
         keys = [(t.symbol, tf) for t in tasks for tf in t.targets]
         infos = dict(zip([(s, tf.name) for s, tf in keys], await store.info(keys), strict=True))
@@ -676,6 +760,7 @@ async def backfill(
                 "requests_planned": len(tasks),
                 "rate": rate,
                 "endpoint": "private" if credentials else "public",
+                "shared_rate": leases is not None,
             }
         )
         timeout = aiohttp.ClientTimeout(total=config.timeout_s)
@@ -685,12 +770,12 @@ async def backfill(
                 session,
                 api_url=api_url,
                 credentials=credentials,
-                pacer=Pacer(rate),
+                pacer=pacer,
                 retry=config.retry,
                 stats=stats,
                 page_size=config.page_size,
             )
-            run = _Run(config, client, store, infos, emit, clock)
+            run = _Run(config, client, store, infos, emit, clock, leases)
             deadline = (
                 config.deadline_s - (time.monotonic() - started) if config.deadline_s else None
             )
@@ -724,6 +809,7 @@ async def backfill(
             "requests": report.requests,
             "retries": report.retries,
             "rate_limited": report.rate_limited,
+            "from_peer": report.from_peer,
             "ready_series": sum(r.status == "ready" for r in results),
             "short_series": sum(r.status == "short" for r in results),
             "stale_series": sum((r.error or "").startswith("stale:") for r in results),

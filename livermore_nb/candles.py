@@ -215,9 +215,8 @@ def aggregate(
         start = ts - ts % size
         if start != bucket:
             if bucket is not None:
-                out.append(
-                    _new_candle(Candle, (bucket, b_open, b_high, b_low, b_close, fsum(volumes)))
-                )
+                total = _volume_sum(bucket, volumes)
+                out.append(_new_candle(Candle, (bucket, b_open, b_high, b_low, b_close, total)))
             bucket, b_open, b_high, b_low, b_close, volumes = start, o, h, low, c, [v]
             continue
         if h > b_high:
@@ -227,8 +226,20 @@ def aggregate(
         b_close = c
         volumes.append(v)  # summed by fsum: correctly rounded whatever the order
     if bucket is not None:
-        out.append(_new_candle(Candle, (bucket, b_open, b_high, b_low, b_close, fsum(volumes))))
+        total = _volume_sum(bucket, volumes)
+        out.append(_new_candle(Candle, (bucket, b_open, b_high, b_low, b_close, total)))
     return out
+
+
+def _volume_sum(bucket: int, volumes: list[float]) -> float:
+    """The bucket's summed volume; MalformedResponse if it is not a finite number."""
+    try:
+        total = fsum(volumes)
+    except OverflowError:
+        total = _INF
+    if total == _INF:
+        raise MalformedResponse(f"the volumes of the bucket at {bucket} ms sum beyond a float")
+    return total
 
 
 def read_recorded_csv(path: str | Path) -> pd.DataFrame:

@@ -1,7 +1,8 @@
 """The ``livermore-nb`` command: parses options, builds configs, calls the library.
 
 Exit codes (DESIGN.md): 0 ready; 2 usage or configuration error; 3 some series
-short or failed; 4 Redis unreachable; 5 authentication rejected. Each
+short or failed; 4 Redis unreachable or refusing the credentials (the message
+says which); 5 Coinbase rejected the key. Each
 :class:`~livermore_nb.errors.LivermoreError` carries its own code. ``startup``
 exits with the backfill's code, or becomes COMMAND when the gate lets it run
 (127 if COMMAND cannot be executed).
@@ -13,6 +14,7 @@ import argparse
 import asyncio
 import copy
 import json
+import math
 import os
 import signal
 import sys
@@ -21,11 +23,9 @@ import textwrap
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .backfill import BackfillConfig, BackfillReport, backfill, parse_symbols
-from .emulator.config import DEFAULT_CONFIG as EMULATOR_DEFAULTS
 from .errors import (
     EXIT_AUTH,
     EXIT_COMMAND_NOT_FOUND,
@@ -36,10 +36,13 @@ from .errors import (
     ConfigError,
     LivermoreError,
 )
-from .progress import BarSink, LogSink, fan_out
-from .startup import write_report
-from .store import DEFAULT_KEY_TEMPLATE
 from .timeframes import DEFAULT_TIMEFRAMES
+
+if TYPE_CHECKING:
+    from .backfill import BackfillConfig, BackfillReport
+
+# pandas, aiohttp and redis take ~2 s to import: modules that need them are imported inside
+# the functions, so that main() is already running (and catches a Ctrl-C) while they load.
 
 SECRETS_NOTE = (
     "Secrets come only from the environment: COINBASE_API_KEY_NAME with "
@@ -88,6 +91,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 def emulator_note() -> str:
     """The emulator's limits and products, for ``livermore-nb emulator --help``."""
     from .emulator import DEFAULT_SYNTHETIC, Emulator
+    from .emulator.config import DEFAULT_CONFIG as EMULATOR_DEFAULTS
 
     defaults = EMULATOR_DEFAULTS
     recorded = [p for p in Emulator(defaults).products() if p not in DEFAULT_SYNTHETIC]
@@ -108,9 +112,11 @@ def emulator_note() -> str:
 def read_symbols_file(path: str) -> str:
     """Symbols from a file: one per line or comma-separated, ``#`` starts a comment."""
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is fine
     except OSError as exc:
         raise ConfigError(f"cannot read symbols file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"symbols file {path} is not UTF-8 text (byte {exc.start})") from None
     symbols = ",".join(line.split("#", 1)[0] for line in text.splitlines())
     if not symbols.replace(",", "").strip():
         raise ConfigError(f"symbols file {path} lists no symbols")
@@ -122,6 +128,8 @@ def add_series_options(parser: argparse.ArgumentParser, *, listing: bool = False
 
     ``listing``: no symbols means every cached series, no timeframes all cached ones.
     """
+    from .store import DEFAULT_KEY_TEMPLATE
+
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--symbols", help="comma-separated product ids, e.g. BTC-USD,ETH-USD")
     group.add_argument("--symbols-file", metavar="FILE", help="file of product ids")
@@ -147,6 +155,8 @@ def add_series_options(parser: argparse.ArgumentParser, *, listing: bool = False
 
 def add_backfill_options(parser: argparse.ArgumentParser) -> None:
     """Every option of ``backfill`` (``startup`` takes the same)."""
+    from .backfill import BackfillConfig
+
     add_series_options(parser)
     defaults = BackfillConfig(symbols=("BTC-USD",))
     parser.add_argument(
@@ -173,6 +183,20 @@ def add_backfill_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--timeout", type=float, default=defaults.timeout_s, help="per request, s")
     parser.add_argument(
+        "--shared-rate",
+        choices=SHARED_RATE_MODES,
+        default=defaults.shared_rate,
+        help="share the key's rate budget, 429 pauses and series leases with every process "
+        "on this Redis; auto = on when a Redis URL is set (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--lease",
+        type=float,
+        default=defaults.lease_s,
+        metavar="SECONDS",
+        help="series lease; a dead replica's series are taken over after it (default: %(default)s)",
+    )
+    parser.add_argument(
         "--deadline", type=float, default=defaults.deadline_s,
         help="time budget of the whole run, s (0 = none; at the deadline: exit 3)",
     )  # fmt: skip
@@ -196,6 +220,8 @@ def add_backfill_options(parser: argparse.ArgumentParser) -> None:
 
 def symbols_from_args(args: argparse.Namespace) -> tuple[str, ...]:
     """The symbols of --symbols or --symbols-file (ConfigError when neither is given)."""
+    from .backfill import parse_symbols
+
     if args.symbols_file:
         return parse_symbols(read_symbols_file(args.symbols_file))
     if args.symbols:
@@ -205,6 +231,12 @@ def symbols_from_args(args: argparse.Namespace) -> tuple[str, ...]:
 
 def config_from_args(args: argparse.Namespace) -> BackfillConfig:
     """Build the BackfillConfig the options describe (ConfigError when they are invalid)."""
+    from .backfill import BackfillConfig
+
+    numbers = [("--rate", args.rate), ("--timeout", args.timeout)]
+    for flag, value in [*numbers, ("--redis-timeout", args.redis_timeout)]:
+        if value is not None and not math.isfinite(value):
+            raise ConfigError(f"{flag} must be a finite number, got {value}")
     return BackfillConfig(
         symbols=symbols_from_args(args),
         timeframes=args.timeframes,
@@ -223,6 +255,8 @@ def config_from_args(args: argparse.Namespace) -> BackfillConfig:
         full=args.full,
         page_size=args.page_size,
         timeout_s=args.timeout,
+        shared_rate=args.shared_rate,
+        lease_s=args.lease,
         deadline_s=args.deadline,
         redis_timeout_s=args.redis_timeout,
     )
@@ -238,19 +272,19 @@ def format_report(report: BackfillReport) -> str:
 
 async def run_with_signals(config: BackfillConfig, sink: Any) -> BackfillReport:
     """Run a backfill; SIGINT/SIGTERM stop it cleanly (written series stay)."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
+    from .backfill import backfill
+    from .startup import stop_on_signals
+
+    with stop_on_signals() as stop:
         return await backfill(config, on_event=sink, stop=stop)
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
     """``livermore-nb backfill``: fill Redis, print the table, exit with the gate's code."""
+    from .progress import BarSink, LogSink, fan_out
+    from .startup import claim_report, write_report
+
+    claim_report(args.report)  # before Redis is touched: fail now if it cannot be written
     config = config_from_args(args)
     log_sink = LogSink(args.log_format)
     sink = fan_out(BarSink(file=sys.stderr), log_sink) if sys.stderr.isatty() else log_sink
@@ -267,6 +301,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 def add_emulator_options(parser: argparse.ArgumentParser) -> None:
     """Options of ``emulator``: where it listens, its data, limits and faults."""
+    from .emulator.config import DEFAULT_CONFIG as EMULATOR_DEFAULTS
+
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--data", metavar="DIR", help="recorded {PRODUCT}.csv.gz files")
@@ -344,10 +380,21 @@ def add_startup_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", nargs="*", metavar="-- COMMAND", help="run when the gate passes")
 
 
+def explain_failure(report: dict[str, Any] | None) -> list[str]:
+    """Lines for stderr saying why a run is not ready: its error and the series it failed."""
+    if not report or report.get("ready"):
+        return []
+    lines = [f"livermore-nb: error: {report['error']}"] if report.get("error") else []
+    bad = [s for s in report.get("series", []) if s.get("status") != "ready"]
+    lines += [f"  {s['symbol']} {s['timeframe']}: {s['status']} ({s['error']})" for s in bad[:20]]
+    return lines + ([f"  … and {len(bad) - 20} more"] if len(bad) > 20 else [])
+
+
 def cmd_startup(args: argparse.Namespace) -> int:
     """``livermore-nb startup``: run backfill.ipynb headlessly, then COMMAND if the gate allows."""
-    from .startup import exec_command, read_report, run_backfill_notebook
+    from .startup import claim_report, exec_command, read_report, run_backfill_notebook
 
+    claim_report(args.report)  # before anything else: fail now if it cannot be written
     config = config_from_args(args)
     if args.output_notebook:
         output = Path(args.output_notebook)
@@ -357,13 +404,18 @@ def cmd_startup(args: argparse.Namespace) -> int:
         output = Path(name)
     with tempfile.TemporaryDirectory(prefix="livermore-nb-") as tmp:
         report_path = Path(args.report or Path(tmp) / "report.json")
-        code = run_backfill_notebook(
-            config, output=output, report_path=report_path, progress=sys.stderr.isatty()
-        )
+        try:
+            code = run_backfill_notebook(
+                config, output=output, report_path=report_path, progress=sys.stderr.isatty()
+            )
+        except OSError as exc:
+            raise ConfigError(f"cannot write the notebook {output}: {exc.strerror}") from None
         report = read_report(report_path)
     statuses = Counter(s["status"] for s in report["series"]) if report else Counter()
     summary = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()))
-    print(f"startup: exit {code} ({summary or 'no report'}); notebook: {output}", file=sys.stderr)
+    print(f"startup: exit {code} ({summary or 'no series'}); notebook: {output}", file=sys.stderr)
+    for line in explain_failure(report):
+        print(line, file=sys.stderr)
     gate_open = code == EXIT_OK or (code == EXIT_NOT_READY and args.allow_partial)
     if args.run and gate_open:
         exec_command(args.run)
@@ -373,6 +425,9 @@ def cmd_startup(args: argparse.Namespace) -> int:
 def add_coverage_options(parser: argparse.ArgumentParser) -> None:
     """Options of ``coverage``: the series, the target, the health check and the output format."""
     add_series_options(parser, listing=True)
+    from .backfill import BackfillConfig
+    from .budget import SHARED_RATE_MODES
+
     defaults = BackfillConfig(symbols=("BTC-USD",))
     parser.add_argument("--target", type=int, default=300, help="candles wanted per series")
     parser.add_argument(
@@ -514,13 +569,27 @@ def build_parser(config_defaults: Mapping[str, Any] | None = None) -> argparse.A
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: run a subcommand and map errors to exit codes, one line each."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def run_command(args: argparse.Namespace) -> int:
+    """Run the chosen subcommand; on an error, also record it in ``--report`` if one was named."""
     try:
-        args = apply_config_file(args, argv)
         return int(args.func(args))
+    except LivermoreError as exc:
+        report = getattr(args, "report", None)
+        if report and args.command in ("backfill", "startup"):
+            from .startup import write_failure_report
+
+            write_failure_report(report, str(exc), exc.exit_code)
+        raise
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: run a subcommand and map errors to exit codes, one line each.
+
+    A Ctrl-C at any point, even while the modules load, ends in one line and 130.
+    """
+    try:
+        args = build_parser().parse_args(argv)
+        return run_command(apply_config_file(args, argv))
     except LivermoreError as exc:
         print(f"livermore-nb: error: {exc}", file=sys.stderr)
         return exc.exit_code

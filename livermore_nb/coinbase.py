@@ -46,7 +46,7 @@ from .errors import (
     TransportError,
     error_for_status,
 )
-from .ratelimit import Pacer, RequestStats, RetryPolicy, on_rate_limited, retrying
+from .ratelimit import Pacing, RequestStats, RetryPolicy, on_rate_limited, retrying
 from .timeframes import Timeframe
 
 log = logging.getLogger(__name__)
@@ -103,18 +103,23 @@ def read_key_file(path: Path) -> tuple[str | None, str]:
     """Read a key file: a CDP ``{"name", "privateKey"}`` JSON file or a bare key."""
     try:
         mode = path.stat().st_mode
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise ConfigError(f"cannot read key file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"key file {path} is not UTF-8 text") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         log.warning("key file %s is readable by others than its owner (chmod 600 it)", path)
-    if text.lstrip().startswith("{"):
-        try:
-            doc = json.loads(text)
-            return doc.get("name"), doc["privateKey"]
-        except (ValueError, KeyError, AttributeError):
-            raise ConfigError(f"key file {path} is not a CDP key JSON file") from None
-    return None, text
+    if not text.lstrip().startswith(("{", "[")):
+        return None, text
+    try:
+        doc = json.loads(text)
+        name, secret = doc.get("name"), doc["privateKey"]
+    except (ValueError, KeyError, AttributeError):
+        raise ConfigError(f"key file {path} is not a CDP key JSON file") from None
+    if not isinstance(secret, str) or not isinstance(name, str | None):
+        raise ConfigError(f'key file {path}: "name" and "privateKey" must be strings')
+    return name, secret
 
 
 def load_credentials(env: Mapping[str, str] = os.environ) -> Credentials | None:
@@ -213,7 +218,7 @@ class CoinbaseClient:
         *,
         api_url: str,
         credentials: Credentials | None,
-        pacer: Pacer,
+        pacer: Pacing,
         retry: RetryPolicy,
         stats: RequestStats,
         page_size: int = 300,

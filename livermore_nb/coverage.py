@@ -278,9 +278,11 @@ def summarize(
             }
         )
     out = pd.DataFrame(rows, columns=list(COVERAGE_COLUMNS))
+    # Typed from the values, not inferred: a column of nothing but NaT (no series holds a
+    # candle) is inferred as datetime64, which to_timedelta refuses.
     for column in ("first", "last"):
-        out[column] = pd.to_datetime(out[column], utc=True)
-    out["age"] = pd.to_timedelta(out["age"])
+        out[column] = pd.Series([r[column] for r in rows], dtype="datetime64[ns, UTC]")
+    out["age"] = pd.Series([r["age"] for r in rows], dtype="timedelta64[ns]")
     return out
 
 

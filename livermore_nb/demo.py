@@ -1,8 +1,8 @@
 """The offline demo: the emulator, an embedded Redis, a 25-symbol backfill, the table.
 
 ``python -m livermore_nb.demo`` (``make demo``) needs no network, no Redis server
-and no Coinbase key. The recorded products (BTC, ETH, DOGE, XTZ) hold ~32 days
-of real 1-minute candles; to reach 300 daily candles the emulator serves a
+and no Coinbase key. The recorded products hold real 1-minute candles for ~32
+days (BTC, ETH, DOGE) and ~88 days (XTZ); to reach 300 daily candles the emulator serves a
 seeded synthetic walk *before* the recorded span (``extend_history``), and the
 21 other products are synthetic throughout. The demo says so when it ends.
 
@@ -76,7 +76,11 @@ async def clear_embedded(config: BackfillConfig) -> None:
 
 
 async def backfill_offline(
-    config: BackfillConfig, *, on_event: EventSink | None = None, extend_history: bool = True
+    config: BackfillConfig,
+    *,
+    on_event: EventSink | None = None,
+    extend_history: bool = True,
+    stop: asyncio.Event | None = None,
 ) -> BackfillReport:
     """Backfill ``config`` in full from a fresh emulator (its data re-anchors at every start).
 
@@ -86,7 +90,7 @@ async def backfill_offline(
     config = replace(config, full=True, api_url=None, redis_url=redis_url)
     await clear_embedded(config)
     with offline_coinbase(extend_history=extend_history) as env:
-        return await backfill(config, env={**os.environ, **env}, on_event=on_event)
+        return await backfill(config, env={**os.environ, **env}, on_event=on_event, stop=stop)
 
 
 async def empty_series(config: BackfillConfig) -> dict[tuple[str, ...], tuple[str, ...]]:
@@ -166,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_report(report))
     print(
         "\nData: " + ", ".join(RECORDED) + " are real Coinbase 1-minute candles (Nov–Dec 2023, "
-        "time-shifted to now) for their newest ~32 days; older candles and the other "
+        "time-shifted to now) for their newest ~32 days (XTZ-USD ~88); older candles and the other "
         f"{len(DEFAULT_SYNTHETIC)} products are a seeded synthetic walk from the emulator."
     )
     return report.exit_code

@@ -14,6 +14,7 @@
     ├── InvalidCandle               a candle that fails validation: never written
     ├── StoreError                  Redis problems
     │   ├── RedisOutOfMemory        over ``maxmemory``: the write was refused whole (exit 4)
+    │   ├── RedisAuthError          Redis refused the password or the ACL user (exit 4)
     │   └── RedisUnavailable        cannot reach Redis (exit 4)
     │       └── RedisTimeout        Redis accepted the connection but did not answer in time
     └── CommandNotFound             ``startup``'s COMMAND cannot be executed (exit 127)
@@ -128,6 +129,14 @@ class RedisTimeout(RedisUnavailable):
 
 class RedisOutOfMemory(StoreError):
     """Redis refused a write because it is over ``maxmemory``; nothing of it was applied."""
+
+
+class RedisAuthError(StoreError):
+    """Redis refused the credentials (NOAUTH, WRONGPASS) or the ACL user's permissions.
+
+    Exit 4 like every Redis problem; the message says which, so a wrong password
+    is not mistaken for a network fault.
+    """
 
 
 class CommandNotFound(LivermoreError):

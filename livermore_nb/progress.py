@@ -53,7 +53,10 @@ class LogSink:
             line = json.dumps({"ts": round(time.time(), 3), **event}, separators=(",", ":"))
         else:
             line = f"{time.strftime('%H:%M:%S')} {format_event(event)}"
-        print(line, file=self.stream, flush=True)
+        # Through tqdm: a bar on the same terminal is cleared first and redrawn below the
+        # line, instead of the line being glued to the bar's last frame.
+        tqdm.write(line, file=self.stream)
+        self.stream.flush()
 
 
 class BarSink:

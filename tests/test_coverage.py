@@ -189,3 +189,36 @@ def test_cli_coverage_formats(
     assert "BTC-USD" in capsys.readouterr().out
     assert main(["coverage", "--symbols", "BTC/USD", "--redis-url", redis_url]) == 2
     assert main(["coverage", "--symbols", "BTC-USD", "--redis-url", "redis://127.0.0.1:1"]) == 4
+
+
+@pytest.mark.parametrize("fmt", ["table", "json", "csv"])
+def test_cli_coverage_on_an_empty_cache_lists_every_series_as_empty(
+    redis_url: str, key_template: str, fmt: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["coverage", "--symbols", "BTC-USD,NOPE-USD", "--timeframes", "5m,1h"]
+    code = main([*args, "--redis-url", redis_url, "--key-template", key_template, "--format", fmt])
+    out, err = capsys.readouterr()
+    assert code == 0 and "Traceback" not in err, err
+    if fmt == "json":
+        rows = json.loads(out)
+        assert len(rows) == 4 and all(r["candles"] == 0 and r["stale"] for r in rows)
+        assert all(r["first"] is None and r["age_s"] is None for r in rows)
+    else:
+        assert out.count("NOPE-USD") == 2 and out.count("BTC-USD") == 2
+
+
+def test_the_notebooks_code_path_runs_on_an_empty_cache(redis_url: str, key_template: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from livermore_nb.plots import coverage_heatmap, gap_timeline, staleness_chart
+
+    frames = load_series(redis_url, "BTC-USD,ETH-USD", "5m,1h,4h", key_template=key_template)
+    cov = summarize(frames, target=300)  # coverage.ipynb
+    assert len(cov) == 6 and (cov["candles"] == 0).all() and cov["stale"].all()
+    assert cov["age"].isna().all() and str(cov["age"].dtype).startswith("timedelta64")
+    gaps = series_gaps(frames)
+    for figure in (coverage_heatmap(cov), gap_timeline(cov, gaps), staleness_chart(cov)):
+        assert figure is not None
+    table = warmup_table(frames)  # macdv_warmup.ipynb
+    assert len(table) == 6 and not table["trustworthy"].any()

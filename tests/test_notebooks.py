@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -299,7 +301,7 @@ def test_startup_recovers_redis_unavailable_from_the_kernel(
     )  # fmt: skip
     assert done.returncode == 4, done.stderr
     assert not (tmp_path / "marker").exists()
-    assert "no report" in done.stderr
+    assert "livermore-nb: error: RedisUnavailable: Redis unreachable at 127.0.0.1:1" in done.stderr
 
 
 def test_exit_codes_by_exception_name() -> None:
@@ -311,3 +313,86 @@ def test_exit_codes_by_exception_name() -> None:
 def test_startup_config_errors_exit_2_before_any_kernel(tmp_path: Path) -> None:
     done = startup(tmp_path, {}, "--timeframes", "1h", "--", "true")
     assert done.returncode == 2 and "give --symbols" in done.stderr
+
+
+# ---------------------------------------------------------------- signals (issue 15 #17)
+
+
+@pytest.fixture
+def slow_coinbase_env(ec_key: TestKey) -> Iterator[tuple[EmulatorThread, dict[str, str]]]:
+    """A threaded emulator answering after 300 ms, and the env pointing at it."""
+    config = EmulatorConfig(
+        keys={ec_key.name: ec_key.public_key}, latency_ms=300, shutdown_timeout_s=0.2
+    )
+    with EmulatorThread(config) as emulator:
+        yield (
+            emulator,
+            {
+                "COINBASE_API_URL": emulator.url,
+                "COINBASE_API_KEY_NAME": ec_key.name,
+                "COINBASE_API_PRIVATE_KEY": ec_key.secret,
+            },
+        )
+
+
+def _namespace(client: redis.Redis, template: str) -> list[bytes]:
+    return sorted(client.scan_iter(match=template.split(":candles")[0] + ":*"))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_startup_stops_the_kernel_cleanly_and_reports_why(
+    sig: signal.Signals,
+    tmp_path: Path,
+    slow_coinbase_env: tuple[EmulatorThread, dict[str, str]],
+    redis_url: str,
+    key_template: str,
+    sync_redis: redis.Redis,
+) -> None:
+    emulator, env = slow_coinbase_env
+    report_path, out = tmp_path / "report.json", tmp_path / "startup.ipynb"
+    symbols = "BTC-USD,ETH-USD,SOL-USD,ADA-USD,LINK-USD,ICP-USD,DOT-USD,AVAX-USD"
+    args = [sys.executable, "-m", "livermore_nb.cli", "startup", "--symbols", symbols]
+    args += ["--timeframes", "5m,1h", "--candles", "60", "--min-candles", "60"]
+    args += ["--rate", "4", "--concurrency", "2", "--redis-url", redis_url]
+    args += ["--key-template", key_template, "--report", str(report_path)]
+    args += ["--output-notebook", str(out), "--", sys.executable, "-c", MARKER]
+    proc = subprocess.Popen(
+        args, cwd=tmp_path, env={**os.environ, **env}, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 90
+    while not _namespace(sync_redis, key_template):  # the kernel's backfill has written a series
+        assert proc.poll() is None and time.monotonic() < deadline, "no series written"
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3, err  # interrupted: some series not fetched, like backfill
+    assert "Traceback" not in err and not (tmp_path / "marker").exists()
+    report = json.loads(report_path.read_text())
+    assert report["ready"] is False and "interrupted" in report["error"]
+    assert "livermore-nb: error: interrupted" in err
+    unfinished = [s for s in report["series"] if s["status"] == "failed"]
+    assert unfinished and f"{unfinished[0]['symbol']} {unfinished[0]['timeframe']}: failed" in err
+    requests_at_exit = emulator.emulator.stats.total
+    keys_at_exit = {k: sync_redis.zcard(k) for k in _namespace(sync_redis, key_template)}
+    time.sleep(1.0)  # the kernel must be gone: nothing is fetched or written after startup exits
+    assert emulator.emulator.stats.total == requests_at_exit
+    assert {k: sync_redis.zcard(k) for k in _namespace(sync_redis, key_template)} == keys_at_exit
+    assert out.stat().st_mode & 0o077 == 0 and report_path.stat().st_mode & 0o077 == 0
+
+
+def test_a_failed_startup_says_why_on_stderr(tmp_path: Path, coinbase_env: dict[str, str]) -> None:
+    report_path = tmp_path / "report.json"
+    report_path.write_text(json.dumps({"ready": True, "exit_code": 0}))
+    done = startup(
+        tmp_path, coinbase_env, "--symbols", "BTC-USD", "--timeframes", "1d",
+        "--redis-url", "redis://:Zq1/Yw2?Xv3@127.0.0.1:1/0", "--report", str(report_path),
+        "--output-notebook", str(tmp_path / "out.ipynb"), "--", sys.executable, "-c", MARKER,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr  # the malformed URL is a configuration error
+    assert "livermore-nb: error: ConfigError: invalid Redis URL" in done.stderr
+    report = json.loads(report_path.read_text())
+    assert report["ready"] is False and report["exit_code"] == 2
+    notebook = (tmp_path / "out.ipynb").read_text()
+    for piece in ("Zq1", "Yw2", "Xv3"):  # the password is in no output, the notebook included
+        assert piece not in notebook + done.stderr + report_path.read_text()
+    assert (tmp_path / "out.ipynb").stat().st_mode & 0o077 == 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -175,3 +176,43 @@ def test_key_files_readable_by_others_get_a_warning(
     assert proc.returncode == 0 and proc.stdout.strip() == "ES256", proc.stderr
     assert ("readable by others" in proc.stderr) is warned, proc.stderr
     assert_clean(proc.stderr + proc.stdout, keys["ec"].secret, "key file warning")
+
+
+# ---------------------------------------------------------------- malformed URLs (issue 15 #14)
+
+MALFORMED = ["Zq1/Yw2", "Zq1#Yw2", "Zq1?Yw2", "Zq1@Yw2", "Zq1/Yw2?Xv3#Wu4@Tt5"]
+
+
+@pytest.mark.parametrize("secret", MALFORMED)
+@pytest.mark.parametrize(
+    "template",
+    [
+        "redis://:{pw}@127.0.0.1:1/0",
+        "redis://user:{pw}@127.0.0.1:1/0",
+        "rediss://{pw}@cache.internal:6380/2",
+        "unix://:{pw}@/tmp/redis.sock?db=0",
+        "redis://127.0.0.1:1/0?db=1&password={pw}",
+        "redis://127.0.0.1:1/0?auth_token={pw}&db=1",
+    ],
+)
+def test_redact_url_hides_any_password_whatever_its_characters(template: str, secret: str) -> None:
+    from livermore_nb.store import redact_url
+
+    shown = redact_url(template.format(pw=secret))
+    assert "***" in shown
+    for piece in re.split(r"[/?#@]", secret):
+        assert piece not in shown, shown
+    if "127.0.0.1:1/0?" in template and "@" not in secret:
+        assert "127.0.0.1:1" in shown and "db=1" in shown  # the rest stays readable
+
+
+@pytest.mark.parametrize("secret", MALFORMED)
+def test_a_malformed_redis_url_never_shows_its_password(secret: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COINBASE_", "REDIS_URL"))}
+    url = f"redis://:{secret}@127.0.0.1:1/0"
+    for extra_env, args in (({}, ["--redis-url", url]), ({"REDIS_URL": url}, [])):
+        proc = run_cli(["backfill", "--symbols", "BTC-USD", *args], env | extra_env, tmp_path)
+        assert proc.returncode in (2, 4), proc.stderr
+        for piece in re.split(r"[/?#@]", secret):
+            assert piece not in proc.stderr + proc.stdout, proc.stderr
+        assert "Traceback" not in proc.stderr
