@@ -37,11 +37,9 @@ import time
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
-import redis.asyncio as aioredis
-
 from .errors import ConfigError
 from .ratelimit import MAX_COOL_DOWN_S, Pacer
-from .store import retry_unavailable
+from .store import AsyncRedis, retry_unavailable
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -136,7 +134,7 @@ class SharedPacer:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: AsyncRedis,
         key: str,
         rate: float,
         *,

@@ -156,6 +156,7 @@ def add_series_options(parser: argparse.ArgumentParser, *, listing: bool = False
 def add_backfill_options(parser: argparse.ArgumentParser) -> None:
     """Every option of ``backfill`` (``startup`` takes the same)."""
     from .backfill import BackfillConfig
+    from .budget import SHARED_RATE_MODES
 
     add_series_options(parser)
     defaults = BackfillConfig(symbols=("BTC-USD",))
@@ -426,7 +427,6 @@ def add_coverage_options(parser: argparse.ArgumentParser) -> None:
     """Options of ``coverage``: the series, the target, the health check and the output format."""
     add_series_options(parser, listing=True)
     from .backfill import BackfillConfig
-    from .budget import SHARED_RATE_MODES
 
     defaults = BackfillConfig(symbols=("BTC-USD",))
     parser.add_argument("--target", type=int, default=300, help="candles wanted per series")

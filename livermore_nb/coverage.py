@@ -15,12 +15,12 @@ from datetime import datetime
 
 import numpy as np
 import pandas as pd
-import redis as redis_py
 
 from .backfill import parse_symbols
 from .macdv import find_gaps, macdv, warmup_errors
 from .store import (
     DEFAULT_KEY_TEMPLATE,
+    SyncRedis,
     check_key_template,
     connect_sync,
     format_key,
@@ -121,9 +121,9 @@ WARMUP_COLUMNS: tuple[str, ...] = (
 
 
 @contextmanager
-def _client(redis: redis_py.Redis | str | None) -> Iterator[redis_py.Redis]:
-    """Use the given client, or open (and afterwards close) one for a URL / the default."""
-    if isinstance(redis, redis_py.Redis):
+def _client(redis: SyncRedis | str | None) -> Iterator[SyncRedis]:
+    """Use the given client (plain or cluster), or open (and afterwards close) one for a URL."""
+    if redis is not None and not isinstance(redis, str):
         yield redis
         return
     client = connect_sync(redis)
@@ -170,7 +170,7 @@ def staleness(
 
 
 def cached_series(
-    redis: redis_py.Redis | str | None,
+    redis: SyncRedis | str | None,
     timeframes: str | Sequence[str] | None = None,
     *,
     key_template: str = DEFAULT_KEY_TEMPLATE,
@@ -192,7 +192,7 @@ def cached_series(
 
 
 def load_series(
-    redis: redis_py.Redis | str | None,
+    redis: SyncRedis | str | None,
     symbols: str | Sequence[str] | None = None,
     timeframes: str | Sequence[str] | None = None,
     *,
@@ -287,7 +287,7 @@ def summarize(
 
 
 def coverage(
-    redis: redis_py.Redis | str | None,
+    redis: SyncRedis | str | None,
     symbols: str | Sequence[str] | None = None,
     timeframes: str | Sequence[str] | None = None,
     *,

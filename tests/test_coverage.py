@@ -44,6 +44,7 @@ def hours(*offsets: int) -> list[int]:
     return [int(T0.value // 10**6) + h * HOUR_MS for h in offsets]
 
 
+@pytest.mark.cluster
 def test_coverage_reports_counts_gaps_and_age(sync_redis: redis.Redis, key_template: str) -> None:
     # 0..9 with hours 3, 4, 5 and 8 missing: two gaps, 4 missing periods, largest 3.
     put(sync_redis, key_template, "BTC-USD", "1h", hours(0, 1, 2, 6, 7, 9))
@@ -82,6 +83,7 @@ def test_stale_after_stale_periods_closed_periods(sync_redis: redis.Redis, key_t
     assert unix["age"].iloc[0] == pd.Timedelta(0)
 
 
+@pytest.mark.cluster
 def test_url_and_client_give_the_same_frame(
     sync_redis: redis.Redis, redis_url: str, key_template: str
 ) -> None:
@@ -92,6 +94,7 @@ def test_url_and_client_give_the_same_frame(
     pd.testing.assert_frame_equal(by_client, by_url)
 
 
+@pytest.mark.cluster
 def test_series_gaps_lists_every_gap_and_is_typed_when_empty(
     sync_redis: redis.Redis, key_template: str
 ) -> None:
@@ -106,6 +109,7 @@ def test_series_gaps_lists_every_gap_and_is_typed_when_empty(
     assert str(empty["start"].dtype) == "datetime64[ns, UTC]"
 
 
+@pytest.mark.cluster
 def test_warmup_table_trusts_long_series_only(sync_redis: redis.Redis, key_template: str):
     put(sync_redis, key_template, "BTC-USD", "1h", hours(*range(300)))
     put(sync_redis, key_template, "ETH-USD", "1h", hours(*range(100)))
@@ -173,6 +177,7 @@ def test_serializable_has_iso_times_and_seconds(sync_redis: redis.Redis, key_tem
     assert records[1]["first"] is None and records[1]["age_s"] is None
 
 
+@pytest.mark.cluster
 def test_cli_coverage_formats(
     sync_redis: redis.Redis, redis_url: str, key_template: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -23,6 +23,7 @@ def recent_hours(count: int) -> list[int]:
     return [last - i * HOUR_MS for i in reversed(range(count))]
 
 
+@pytest.mark.cluster
 def test_cached_series_finds_every_series_of_the_template(
     sync_redis: redis.Redis, key_template: str
 ) -> None:
@@ -80,6 +81,7 @@ def test_check_names_short_and_stale_series() -> None:
     assert check_problems(cov, 5) == ["C-USD 1h: stale"]
 
 
+@pytest.mark.cluster
 def test_cli_lists_the_cache_and_check_exits_3_on_a_short_or_stale_series(
     sync_redis: redis.Redis, redis_url: str, key_template: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import papermill as pm
 import pytest
@@ -227,8 +228,14 @@ def test_unknown_product_fails_the_gate(
     assert statuses == {("BTC-USD", "ready"), ("NOPE-USD", "failed")}
 
 
+@pytest.mark.cluster
 def test_startup_runs_command_when_ready_and_keeps_secrets_out(
-    tmp_path: Path, coinbase_env: dict[str, str], redis_url: str, key_template: str, ec_key: TestKey
+    tmp_path: Path,
+    coinbase_env: dict[str, str],
+    redis_url: str,
+    key_template: str,
+    sync_redis: redis.Redis,
+    ec_key: TestKey,
 ) -> None:
     out = tmp_path / "startup.ipynb"
     done = startup(
@@ -243,8 +250,11 @@ def test_startup_runs_command_when_ready_and_keeps_secrets_out(
     executed = json.loads(out.read_text())
     params = executed["metadata"]["papermill"]["parameters"]
     assert params["use_emulator"] is False and params["redis_url"] is None
+    assert sync_redis.zcard(format_key(key_template, "SOL-USD", "1h")) == 300
     assert_no_secret(out, ec_key)
     assert ec_key.secret not in done.stdout + done.stderr
+    password = urlsplit(redis_url).password  # the cluster's URL carries one
+    assert not password or password not in out.read_text() + done.stdout + done.stderr
 
 
 def test_startup_hands_the_notebook_a_config_files_options_under_its_flags(

@@ -150,11 +150,11 @@ def test_4h_aggregation_matches_a_plain_python_oracle(
 
 
 @pytest.fixture(scope="module")
-def prefix(redis_url: str) -> object:
-    """A key namespace for this module, deleted afterwards."""
+def prefix(single_redis_url: str) -> object:
+    """A key namespace for this module (on the single node), deleted afterwards."""
     name = f"test:prop:{uuid.uuid4().hex[:10]}"
     yield name
-    client = redis.Redis.from_url(redis_url)
+    client = redis.Redis.from_url(single_redis_url)
     keys = list(client.scan_iter(match=f"{name}:*", count=1000))
     if keys:
         client.delete(*keys)

@@ -9,6 +9,7 @@ the package).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 import os
@@ -17,16 +18,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 import redis
-from conftest import RedisServer
+from conftest import LocalCluster, RedisServer
 
-from livermore_nb.backfill import BackfillConfig, backfill
+from livermore_nb.backfill import BackfillConfig, BackfillReport, backfill
 from livermore_nb.emulator import (
     DEFAULT_ILLIQUID,
     DEFAULT_SYNTHETIC,
@@ -344,21 +346,34 @@ async def test_dropped_redis_connections_mid_run_are_survived(
     assert present == 24
 
 
+@asynccontextmanager
+async def _run_losing_redis(
+    key: TestKey, url: str, kill: Callable[[], None], within_s: float
+) -> AsyncIterator[tuple[Emulator, BackfillReport, float]]:
+    """The 24-series run with ``kill`` after 6 series; it must stop with exit 4 in ``within_s``.
+
+    Yields the (still running) emulator, the report and the run's "now".
+    """
+    now = time.time()
+    async with Emulator(emulator_config(key, latency_ms=30)) as emu:
+        started = time.monotonic()
+        report = await backfill(
+            _redis_run_config(url),
+            env=env_for(emu.url or "", key),
+            on_event=_after_writes(6, kill),
+            clock=lambda: now,
+        )
+        assert time.monotonic() - started < within_s
+        assert report.exit_code == EXIT_REDIS and not report.ready
+        assert report.error and "Redis unreachable" in report.error
+        yield emu, report, now
+
+
 async def test_redis_gone_for_good_mid_run_exits_4_and_leaves_no_half_series(
     ec_key: TestKey, redis_server: RedisServer
 ) -> None:
-    now = time.time()
-    async with Emulator(emulator_config(ec_key, latency_ms=30)) as emu:
-        started = time.monotonic()
-        report = await backfill(
-            _redis_run_config(redis_server.url),
-            env=env_for(emu.url or "", ec_key),
-            on_event=_after_writes(6, redis_server.kill),
-            clock=lambda: now,
-        )
-        assert time.monotonic() - started < 15
-        assert report.exit_code == EXIT_REDIS and not report.ready
-        assert report.error and "Redis unreachable" in report.error
+    async with _run_losing_redis(ec_key, redis_server.url, redis_server.kill, 15) as run:
+        emu, report, now = run
         assert any(s.status == "failed" for s in report.series)
         redis_server.start()  # reload what was persisted before the kill
         with redis.Redis.from_url(redis_server.url) as client:
@@ -367,6 +382,22 @@ async def test_redis_gone_for_good_mid_run_exits_4_and_leaves_no_half_series(
             )
     ready = sum(s.status == "ready" for s in report.series)
     assert 6 <= ready <= present < 24  # a write whose reply was lost may be whole in Redis
+
+
+async def test_a_cluster_master_killed_mid_run_exits_4_and_the_rest_stays_whole(
+    ec_key: TestKey, local_cluster: LocalCluster
+) -> None:
+    kill = functools.partial(local_cluster.kill, 2)
+    async with _run_losing_redis(ec_key, local_cluster.url, kill, 30) as (emu, report, now):
+        survivor = local_cluster.node(0)  # slots 0-5460: whole series or none, never half
+        template = "t:{symbol}:{timeframe}"
+        for symbol, tf in [(s, tf) for s in REDIS_SYMBOLS for tf in ("5m", "1h")]:
+            key = key_of(template, symbol, tf)
+            if survivor.cluster("keyslot", key) <= 5460:
+                got = stored(survivor, key, symbol, tf)
+                assert not got or same_series(got, truth(emu, symbol, tf, 80, now)), key
+        survivor.close()
+    assert any(s.status == "ready" for s in report.series)
 
 
 async def test_two_backfills_writing_the_same_keys_keep_one_member_per_timestamp(

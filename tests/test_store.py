@@ -6,7 +6,6 @@ import json
 
 import pytest
 import redis
-import redis.asyncio as aioredis
 
 from livermore_nb.candles import Candle
 from livermore_nb.errors import ConfigError, RedisUnavailable
@@ -32,7 +31,7 @@ def hourly(n: int, start_ms: int = T0, close: float = 100.0) -> list[Candle]:
 
 @pytest.fixture
 async def store(redis_url: str, key_template: str):
-    client = aioredis.from_url(redis_url)
+    client = connect(redis_url)
     yield CandleStore(client, key_template=key_template, keep=1000, ttl=86400)
     await client.aclose()
 
@@ -47,6 +46,7 @@ def test_member_is_the_compact_json_the_indicator_service_reads() -> None:
     assert json.loads(member)["volume"] == 355.82896243
 
 
+@pytest.mark.cluster
 async def test_write_uses_key_score_and_member_format(store: CandleStore, sync_redis: redis.Redis):
     candles = hourly(5)
     info = await store.write("BTC-USD", H1, candles)
@@ -76,6 +76,7 @@ async def test_write_uses_key_score_and_member_format(store: CandleStore, sync_r
     assert 86000 < sync_redis.ttl(key) <= 86400
 
 
+@pytest.mark.cluster
 async def test_rewrite_replaces_same_timestamp_and_is_idempotent(
     store: CandleStore, sync_redis: redis.Redis
 ):
@@ -90,6 +91,7 @@ async def test_rewrite_replaces_same_timestamp_and_is_idempotent(
     assert [json.loads(m)["close"] for m, _ in rows[5:]] == [c.close for c in changed]
 
 
+@pytest.mark.cluster
 async def test_replaces_a_foreign_member_with_the_same_score(
     store: CandleStore, sync_redis: redis.Redis
 ):
@@ -100,10 +102,11 @@ async def test_replaces_a_foreign_member_with_the_same_score(
     assert len(members) == 1 and "isSynthetic" not in json.loads(members[0])
 
 
+@pytest.mark.cluster
 async def test_trim_keeps_newest_and_ttl_zero_means_no_expiry(
     redis_url: str, key_template: str, sync_redis: redis.Redis
 ):
-    client = aioredis.from_url(redis_url)
+    client = connect(redis_url)
     try:
         store = CandleStore(client, key_template=key_template, keep=7, ttl=0)
         candles = hourly(20)
@@ -118,6 +121,7 @@ async def test_trim_keeps_newest_and_ttl_zero_means_no_expiry(
         await client.aclose()
 
 
+@pytest.mark.cluster
 async def test_info_and_read_round_trip(store: CandleStore) -> None:
     candles = hourly(12)
     await store.write("BTC-USD", H1, candles)
