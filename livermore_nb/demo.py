@@ -82,32 +82,69 @@ async def backfill_offline(
     extend_history: bool = True,
     stop: asyncio.Event | None = None,
 ) -> BackfillReport:
-    """Backfill ``config`` in full from a fresh emulator (its data re-anchors at every start)."""
-    config = replace(config, full=True, redis_url=emulator_redis_url(config.redis_url))
+    """Backfill ``config`` in full from a fresh emulator (its data re-anchors at every start).
+
+    The emulator serves it whatever ``config.api_url`` says (a config file's may name Coinbase).
+    """
+    redis_url = emulator_redis_url(config.redis_url)
+    config = replace(config, full=True, api_url=None, redis_url=redis_url)
     await clear_embedded(config)
     with offline_coinbase(extend_history=extend_history) as env:
         return await backfill(config, env={**os.environ, **env}, on_event=on_event, stop=stop)
 
 
-async def ensure_offline_cache(
-    config: BackfillConfig, *, on_event: EventSink | None = None
-) -> BackfillReport | None:
-    """Fill the cache from the emulator when none of ``config``'s series holds a candle.
-
-    Lets the analysis notebooks run top to bottom offline; a cache that holds
-    anything is left as it is (None is returned). Like :func:`backfill_offline`, it uses
-    the embedded Redis unless ``config.redis_url`` names one.
-    """
-    config = replace(config, redis_url=emulator_redis_url(config.redis_url))
+async def empty_series(config: BackfillConfig) -> dict[tuple[str, ...], tuple[str, ...]]:
+    """``config``'s series that hold no candle: symbols grouped by their empty timeframes."""
     store = open_store(config)
     try:
         series = [(s, get_timeframe(tf)) for s in config.symbols for tf in config.timeframes]
         infos = await store.info(series)
     finally:
         await store.client.aclose()
-    if any(info.count for info in infos):
-        return None
-    return await backfill_offline(config, on_event=on_event)
+    empty: dict[str, tuple[str, ...]] = {}
+    for (symbol, tf), info in zip(series, infos, strict=True):
+        if not info.count:
+            empty[symbol] = (*empty.get(symbol, ()), tf.name)
+    groups: dict[tuple[str, ...], tuple[str, ...]] = {}
+    for symbol, timeframes in empty.items():
+        groups[timeframes] = (*groups.get(timeframes, ()), symbol)
+    return groups
+
+
+def combine_reports(reports: Sequence[BackfillReport]) -> BackfillReport:
+    """One report for runs made one after another: their series, summed counters, first error."""
+    fatal = next((r for r in reports if r.fatal_exit_code is not None), None)
+    return BackfillReport(
+        ready=all(r.ready for r in reports),
+        duration_s=sum(r.duration_s for r in reports),
+        requests=sum(r.requests for r in reports),
+        retries=sum(r.retries for r in reports),
+        rate_limited=sum(r.rate_limited for r in reports),
+        series=[s for r in reports for s in r.series],
+        error=next((r.error for r in reports if r.error), None),
+        fatal_exit_code=fatal.fatal_exit_code if fatal else None,
+    )
+
+
+async def ensure_offline_cache(
+    config: BackfillConfig, *, on_event: EventSink | None = None
+) -> BackfillReport | None:
+    """Fill from the emulator the series of ``config`` that hold no candle (None: none is empty).
+
+    Lets the analysis notebooks run top to bottom offline, also after a backfill
+    of fewer symbols or timeframes. Series that hold candles are not refetched:
+    the emulator re-anchors its data at every start, so they are left as they
+    are. Like :func:`backfill_offline`, it uses the embedded Redis unless
+    ``config.redis_url`` names one.
+    """
+    config = replace(config, redis_url=emulator_redis_url(config.redis_url))
+    reports: list[BackfillReport] = []
+    for timeframes, symbols in (await empty_series(config)).items():
+        part = replace(config, symbols=symbols, timeframes=timeframes)
+        reports.append(await backfill_offline(part, on_event=on_event))
+        if reports[-1].fatal_exit_code is not None:  # Redis down, interrupted: stop here
+            break
+    return combine_reports(reports) if reports else None
 
 
 async def run_demo(

@@ -17,11 +17,12 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
 from .macdv import STAGES, untrusted_bars
 from .tables import duration, periods
-from .timeframes import TIMEFRAMES
+from .timeframes import STALE_PERIODS, TIMEFRAMES, stale_threshold
 
 __all__ = [
     "STAGE_COLORS",
@@ -215,58 +216,61 @@ def _gap_panel(ax: object, tf: str, rows: pd.DataFrame, gaps: pd.DataFrame, held
     _utc_time_axis(ax)
 
 
-def staleness_chart(cov: pd.DataFrame, *, stale_periods: float = 2.0) -> Figure:
+def staleness_chart(cov: pd.DataFrame, *, stale_periods: float = STALE_PERIODS) -> Figure:
     """Age of each series' newest candle in periods of its timeframe, grouped by symbol.
 
-    Bars past the dashed line (``stale_periods``, as in ``coverage``) are stale;
-    empty series are marked "empty".
+    Each bar carries a tick at its own stale threshold, max(``stale_periods``, 2 × the
+    series' largest gap) (:func:`~livermore_nb.timeframes.stale_threshold`), and is
+    hatched when ``cov["stale"]`` says so; empty series are marked "empty".
     """
     symbols = list(dict.fromkeys(cov["symbol"]))
     timeframes = _timeframe_order(cov["timeframe"])
     seconds = cov["timeframe"].map(lambda n: TIMEFRAMES[n].seconds)
     periods = cov["age"].dt.total_seconds() / seconds
+    thresholds = cov["largest_gap"].map(lambda gap: stale_threshold(gap, stale_periods))
     height = 0.8 / len(timeframes)
-    fig = Figure(figsize=(9, 1.4 + 0.055 * len(cov) + 0.08 * len(symbols)), layout="constrained")
+    fig = Figure(figsize=(9, 1.6 + 0.055 * len(cov) + 0.08 * len(symbols)), layout="constrained")
     ax = fig.add_subplot()
     colors = dict(
         zip(timeframes, ("C0", "C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8"), strict=False)
     )
     row = {s: i for i, s in enumerate(symbols)}
+    mark_x: list[float] = []
+    mark_y: list[float] = []
     for tf in timeframes:
         mask = cov["timeframe"] == tf
         offset = (timeframes.index(tf) - (len(timeframes) - 1) / 2) * height
         ys = cov.loc[mask, "symbol"].map(row) + offset
         values = periods[mask]
-        stale = cov.loc[mask, "stale"].to_numpy()
-        ax.barh(
-            ys,
-            values.fillna(0).clip(lower=0),
-            height=height * 0.9,
-            color=colors[tf],
-            edgecolor=np.where(stale, "black", "none"),
-            label=tf,
-        )
+        bars = ax.barh(ys, values.fillna(0).clip(lower=0), height=height * 0.9, color=colors[tf],
+                       label=tf)  # fmt: skip
+        for bar, stale in zip(bars, cov.loc[mask, "stale"], strict=True):
+            if stale:
+                bar.set(hatch=STALE_HATCH, edgecolor="black", linewidth=0.6)
+        mark_x += list(thresholds[mask][values.notna()])
+        mark_y += list(ys[values.notna()])
         for y in ys[values.isna()]:
             ax.text(0.02, y, "empty", va="center", fontsize=7, color="tab:red")
-    ax.axvline(
-        stale_periods,
-        color="tab:red",
-        linestyle="--",
-        linewidth=1,
-        label=f"stale after {stale_periods:g} periods",
-    )
+    ax.plot(mark_x, mark_y, linestyle="none", marker="|", markersize=7, markeredgewidth=1.4,
+            color="black", gid="stale-threshold")  # fmt: skip
     ax.set_yticks(range(len(symbols)), symbols)
     ax.set_ylim(len(symbols) - 0.5, -0.5)
-    ax.set_xlim(
-        0, max(stale_periods * 1.25, float(np.nanmax(periods.to_numpy(), initial=0)) * 1.05)
-    )
+    furthest = max(float(np.nanmax(periods.to_numpy(), initial=0)), max(mark_x, default=0) * 1.15)
+    ax.set_xlim(0, max(stale_periods * 1.25, furthest * 1.05))
     ax.set_xlabel("age of newest candle (periods of its timeframe since it closed)")
     ax.set_ylabel("symbol")
     as_of = (cov["last"] + pd.to_timedelta(seconds, unit="s") + cov["age"]).dropna()
     when = f" as of {as_of.iloc[0]:%Y-%m-%d %H:%M} UTC" if len(as_of) else ""
-    ax.set_title(f"Staleness{when} (black edge = stale)")
+    ax.set_title(f"Staleness{when} (hatched = stale)")
     # Outside the axes: bars may reach any corner, so no place inside is always free.
-    ax.legend(title="timeframe", loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    ax.legend(handles=[Patch(color=colors[tf], label=tf) for tf in timeframes], title="timeframe",
+              loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)  # fmt: skip
+    keys = [
+        Line2D([], [], linestyle="none", marker="|", markersize=7, markeredgewidth=1.4,
+               color="black", label=f"stale after max({stale_periods:g}, 2 × largest gap) periods"),
+        Patch(facecolor="0.85", hatch=STALE_HATCH, edgecolor="black", label="stale (hatched)"),
+    ]  # fmt: skip
+    fig.legend(handles=keys, loc="outside lower left", ncols=2, frameon=False, fontsize=9)
     return fig
 
 

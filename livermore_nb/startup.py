@@ -130,11 +130,17 @@ def write_failure_report(path: str | Path, error: str, exit_code: int) -> None:
 
 
 def notebook_parameters(config: BackfillConfig, report_path: str | Path) -> dict[str, Any]:
-    """The papermill parameters for ``config``: no secrets, no Redis URL, no emulator."""
+    """The papermill parameters for ``config``: no secrets, no Redis URL, no emulator.
+
+    ``config`` already holds a ``--config`` file's options under the flags, so no
+    ``config_file`` is passed: read again in the kernel, the file's ``redis_url``
+    would beat ``--redis-url``, which reaches the kernel only as ``$REDIS_URL``.
+    """
     values = {name: getattr(config, name) for name in NOTEBOOK_PARAMETERS}
     values["symbols"] = ",".join(config.symbols)
     values["timeframes"] = ",".join(config.timeframes)
-    return {**values, "redis_url": None, "report_path": str(report_path), "use_emulator": False}
+    options = {"config_file": None, "redis_url": None, "use_emulator": False}
+    return {**values, **options, "report_path": str(report_path)}
 
 
 def _error_classes(

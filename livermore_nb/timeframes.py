@@ -79,7 +79,12 @@ def is_stale(
     run of missing periods inside the series (``largest_gap``), so an illiquid
     product's normal quiet spells are not mistaken for a stale cache.
     """
-    return age_s > max(stale_periods, 2 * largest_gap) * period_s
+    return age_s > stale_threshold(largest_gap, stale_periods) * period_s
+
+
+def stale_threshold(largest_gap: int = 0, stale_periods: float = STALE_PERIODS) -> float:
+    """Closed periods after which a series is stale (:func:`is_stale`): its gaps raise the bar."""
+    return max(stale_periods, 2 * largest_gap)
 
 
 def get_timeframe(name: str) -> Timeframe:

@@ -49,6 +49,13 @@ def coinbase_env(ec_key: TestKey) -> Iterator[dict[str, str]]:
         }
 
 
+@pytest.fixture
+def kernel_env(monkeypatch: pytest.MonkeyPatch, coinbase_env: dict[str, str]) -> None:
+    """Point the kernels papermill starts in this test at the emulator (they inherit the env)."""
+    for name, value in coinbase_env.items():
+        monkeypatch.setenv(name, value)
+
+
 def run_notebook(tmp_path: Path, **parameters: object) -> Path:
     """Execute backfill.ipynb with ``parameters`` into tmp_path; the executed notebook's path."""
     out = tmp_path / "executed.ipynb"
@@ -96,7 +103,8 @@ def assert_no_secret(path: Path, key: TestKey) -> None:
 
 def test_notebook_parameters_match_startup() -> None:
     names = set(pm.inspect_notebook(str(notebook_path())))
-    assert set(NOTEBOOK_PARAMETERS) | {"redis_url", "report_path", "use_emulator"} == names
+    extra = {"config_file", "redis_url", "report_path", "use_emulator"}
+    assert set(NOTEBOOK_PARAMETERS) | extra == names
     assert notebook_path().resolve() == (REPO / "notebooks" / "backfill.ipynb").resolve()
 
 
@@ -109,15 +117,12 @@ def test_committed_notebooks_carry_no_outputs() -> None:
 
 def test_backfill_notebook_fills_redis_and_writes_the_report(
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    coinbase_env: dict[str, str],
+    kernel_env: None,
     redis_url: str,
     key_template: str,
     sync_redis: redis.Redis,
     ec_key: TestKey,
 ) -> None:
-    for name, value in coinbase_env.items():
-        monkeypatch.setenv(name, value)
     report_path = tmp_path / "report.json"
     out = run_notebook(
         tmp_path,
@@ -149,6 +154,32 @@ def test_backfill_notebook_fills_redis_and_writes_the_report(
     )
 
 
+def test_backfill_notebook_reads_a_config_file_under_the_parameters_set(
+    tmp_path: Path,
+    kernel_env: None,
+    redis_url: str,
+    key_template: str,
+    sync_redis: redis.Redis,
+) -> None:
+    config_file = tmp_path / "livermore.toml"
+    config_file.write_text(
+        f'symbols = ["BTC-USD"]\ntimeframes = "1h,1d"\ncandles = 40\nmin_candles = 40\n'
+        f'key_template = "{key_template}"\nttl = 7200\ntimeout = 5\n'
+    )
+    report_path = tmp_path / "report.json"
+    # timeframes=None: left unset (run_notebook sets it otherwise); candles given: it wins
+    run_notebook(tmp_path, config_file=str(config_file), timeframes=None, candles=50,
+                 redis_url=redis_url, report_path=str(report_path))  # fmt: skip
+    report = json.loads(report_path.read_text())
+    assert report["ready"], report
+    assert [(s["symbol"], s["timeframe"]) for s in report["series"]] == [
+        ("BTC-USD", "1h"), ("BTC-USD", "1d"),
+    ]  # fmt: skip
+    for tf in ("1h", "1d"):
+        key = format_key(key_template, "BTC-USD", tf)
+        assert sync_redis.zcard(key) == 50 and 0 < sync_redis.ttl(key) <= 7200
+
+
 def test_coverage_notebook_defaults_read_what_make_demo_filled(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -177,13 +208,10 @@ def test_coverage_notebook_defaults_read_what_make_demo_filled(
 
 def test_unknown_product_fails_the_gate(
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    coinbase_env: dict[str, str],
+    kernel_env: None,
     redis_url: str,
     key_template: str,
 ) -> None:
-    for name, value in coinbase_env.items():
-        monkeypatch.setenv(name, value)
     report_path = tmp_path / "report.json"
     with pytest.raises(pm.PapermillExecutionError) as failed:
         run_notebook(
@@ -227,6 +255,29 @@ def test_startup_runs_command_when_ready_and_keeps_secrets_out(
     assert ec_key.secret not in done.stdout + done.stderr
     password = urlsplit(redis_url).password  # the cluster's URL carries one
     assert not password or password not in out.read_text() + done.stdout + done.stderr
+
+
+def test_startup_hands_the_notebook_a_config_files_options_under_its_flags(
+    tmp_path: Path, coinbase_env: dict[str, str], redis_url: str, key_template: str
+) -> None:
+    config_file = tmp_path / "livermore.toml"
+    config_file.write_text(
+        f'symbols = "SOL-USD"\ntimeframes = "1h,1d"\ncandles = 40\nmin_candles = 30\n'
+        f'key_template = "{key_template}"\nredis_url = "redis://127.0.0.1:1/0"\n'
+    )
+    out = tmp_path / "startup.ipynb"
+    done = startup(
+        tmp_path, coinbase_env, "--config", str(config_file), "--candles", "60",
+        "--redis-url", redis_url, "--output-notebook", str(out),
+        "--report", str(tmp_path / "report.json"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr  # --redis-url beat the file's dead Redis
+    params = json.loads(out.read_text())["metadata"]["papermill"]["parameters"]
+    assert (params["timeframes"], params["candles"], params["min_candles"]) == ("1h,1d", 60, 30)
+    assert params["key_template"] == key_template and params["redis_url"] is None
+    assert params["config_file"] is None  # the CLI merged it; the kernel must not reread it
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [(s["timeframe"], s["candles"]) for s in report["series"]] == [("1h", 60), ("1d", 60)]
 
 
 @pytest.mark.parametrize(("allow_partial", "expected"), [(False, 3), (True, 0)])

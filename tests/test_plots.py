@@ -119,14 +119,40 @@ def test_staleness_chart_bars_per_series(cov, tmp_path: Path) -> None:
     ax = fig.axes[0]
     assert len(ax.patches) == len(cov)
     assert "periods" in ax.get_xlabel() and "2024-04-04 12:02 UTC" in ax.get_title()
-    assert [t.get_text() for t in ax.get_legend().get_texts()][:2] == [
-        "stale after 2 periods",
-        "5m",
-    ]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["5m", "1h", "1d"]
     assert any(t.get_text() == "empty" for t in ax.texts)
     widths = {round(p.get_width(), 3) for p in ax.patches}
     assert 4.0 in widths  # 20 min = 4 periods of 5m
     save(fig, tmp_path / "staleness.png")
+
+
+def test_staleness_chart_draws_each_series_own_threshold_and_hatches_by_the_rule(
+    frames,
+) -> None:
+    later = summarize(frames, now=NOW + pd.Timedelta(hours=3))  # 1h series: 3 periods old
+    fig = plots.staleness_chart(later)
+    ax = fig.axes[0]
+    bars = {}  # (symbol, timeframe) -> its bar, from the per-timeframe containers
+    for container in ax.containers:
+        rows = later[later["timeframe"] == container.get_label()]
+        names = zip(rows["symbol"], rows["timeframe"], strict=True)
+        bars.update(zip(names, container, strict=True))
+    assert len(bars) == len(later)
+    (marks,) = [line for line in ax.get_lines() if line.get_gid() == "stale-threshold"]
+    drawn = set(zip(np.round(marks.get_ydata(), 6), marks.get_xdata(), strict=True))
+    for row in later.itertuples():
+        bar = bars[(row.symbol, row.timeframe)]
+        assert bool(bar.get_hatch()) is bool(row.stale)  # the one rule's verdict, drawn
+        if row.candles:  # its mark at max(2, 2 × its largest gap) periods, on its row
+            mark = (round(bar.get_y() + bar.get_height() / 2, 6), max(2.0, 2 * row.largest_gap))
+            assert mark in drawn
+    assert len(drawn) == int((later["candles"] > 0).sum())
+    # 3 periods old: stale past the plain threshold of 2, not past SYN3-USD's 4 (gaps of 2)
+    assert bars[("SYN4-USD", "1h")].get_hatch() and not bars[("SYN3-USD", "1h")].get_hatch()
+    assert round(bars[("SYN3-USD", "1h")].get_width(), 2) == 3.03
+    keys = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert keys == ["stale after max(2, 2 × largest gap) periods", "stale (hatched)"]
+    assert not [line for line in ax.get_lines() if line.get_gid() != "stale-threshold"]
 
 
 def test_staleness_legend_never_covers_a_bar(cov) -> None:

@@ -533,6 +533,25 @@ def test_the_coverage_notebook_with_the_emulator_leaves_redis_url_alone(
         assert production.dbsize() == 0
 
 
+@pytest.mark.slow
+def test_the_backfill_notebook_with_the_emulator_ignores_the_config_files_redis(
+    redis_server: RedisServer, embedded_db: Any, tmp_path: Any
+) -> None:
+    import papermill as pm
+
+    config_file = tmp_path / "livermore.toml"  # production's file, as startup reads it
+    config_file.write_text(f'redis_url = "{redis_server.url}"\nsymbols = "BTC-USD"\n')
+    pm.execute_notebook(
+        str(notebook_path()), str(tmp_path / "out.ipynb"),
+        parameters={"config_file": str(config_file), "timeframes": "1h", "use_emulator": True},
+        kernel_name="python3", progress_bar=False, cwd=str(tmp_path),
+    )  # fmt: skip
+    with redis.Redis.from_url(redis_server.url) as production:
+        assert production.dbsize() == 0
+    with redis.Redis.from_url(emulator_redis_url()) as embedded:
+        assert embedded.zcard("candles:1:1:BTC-USD:1h") == 300
+
+
 def test_an_empty_redis_url_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REDIS_URL", "")
     with pytest.raises(ConfigError, match="empty"):
