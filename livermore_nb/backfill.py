@@ -48,7 +48,6 @@ from .errors import (
     UpstreamError,
 )
 from .leases import LEASE_S, Lease, SeriesLeases
-from .macdv import find_gaps
 from .memory import (
     DEFAULT_STATE_PREFIX,
     MAX_BUCKETS,
@@ -78,6 +77,7 @@ from .timeframes import (
     Timeframe,
     get_timeframe,
     is_stale,
+    largest_gap,
     parse_timeframes,
 )
 
@@ -685,12 +685,11 @@ class _Run:
             ready = info.count >= self.config.min_candles and info.last_ms is not None
             if ready and is_stale(now - (info.last_ms or 0) / 1000 - tf.seconds, tf.seconds):
                 too_old.append((symbol, tf))
-        frames = await asyncio.gather(*(self.store.read(s, tf) for s, tf in too_old))
-        for (symbol, tf), frame in zip(too_old, frames, strict=True):
-            if len(frame):  # (else a concurrent writer emptied it: short already says so)
-                gaps = find_gaps(frame, tf.seconds)["missing"]
-                gap = int(gaps.max()) if len(gaps) else 0
-                self._check_stale(symbol, tf, frame.index[-1].value // 1_000_000, now, gap)
+        stamps = await asyncio.gather(*(self.store.open_times(s, tf) for s, tf in too_old))
+        for (symbol, tf), times in zip(too_old, stamps, strict=True):
+            if times:  # (else a concurrent writer emptied it: short already says so)
+                gap = largest_gap(times, tf.seconds)
+                self._check_stale(symbol, tf, times[-1], now, gap)
 
     def _check_stale(
         self, symbol: str, tf: Timeframe, last_ms: int, now: float, largest_gap: int

@@ -18,13 +18,13 @@ from itertools import islice
 from math import fsum
 from operator import gt, itemgetter
 from pathlib import Path
-from typing import Any, NamedTuple
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .errors import InvalidCandle, MalformedResponse
 from .timeframes import Timeframe
+
+if TYPE_CHECKING:  # numpy and pandas load only for analysis, not on a backfill's path
+    import pandas as pd
 
 FRAME_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 
@@ -158,6 +158,9 @@ def dedupe_sorted(candles: Iterable[Candle]) -> list[Candle]:
 
 def to_frame(candles: Sequence[Candle]) -> pd.DataFrame:
     """Candle tuples → the analysis DataFrame (oldest first, UTC index ``time``)."""
+    import numpy as np
+    import pandas as pd
+
     arr = np.asarray(candles, dtype="float64").reshape(-1, 6)
     index = pd.DatetimeIndex(pd.to_datetime(arr[:, 0].astype("int64"), unit="ms", utc=True))
     index = index.as_unit("ns")
@@ -172,6 +175,8 @@ def resample(frame: pd.DataFrame, seconds: int) -> pd.DataFrame:
     Open of the first, max high, min low, close of the last, summed volume; a
     bucket exists only where at least one source candle does.
     """
+    import pandas as pd
+
     rule = pd.Timedelta(seconds=seconds)
     grouped = frame.groupby(frame.index.floor(rule))
     out = pd.DataFrame(
@@ -249,6 +254,8 @@ def read_recorded_csv(path: str | Path) -> pd.DataFrame:
 
     Returns the analysis frame, oldest first, duplicates removed.
     """
+    import pandas as pd
+
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt") as fh:

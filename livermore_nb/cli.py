@@ -90,11 +90,11 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
 def emulator_note() -> str:
     """The emulator's limits and products, for ``livermore-nb emulator --help``."""
-    from .emulator import DEFAULT_SYNTHETIC, Emulator
     from .emulator.config import DEFAULT_CONFIG as EMULATOR_DEFAULTS
+    from .emulator.config import DEFAULT_SYNTHETIC, recorded_files
 
-    defaults = EMULATOR_DEFAULTS
-    recorded = [p for p in Emulator(defaults).products() if p not in DEFAULT_SYNTHETIC]
+    defaults = EMULATOR_DEFAULTS  # (no Emulator built: the server would load numpy and pandas)
+    recorded = [p for p in recorded_files(defaults.data_path()) if p not in DEFAULT_SYNTHETIC]
     limits = (
         f"limits, as Coinbase's: at most --max-buckets buckets per request (HTTP 400 beyond); "
         f"429 with Retry-After: {defaults.retry_after_s:g} past --rate-limit (per key) or "
@@ -276,10 +276,26 @@ def config_from_args(args: argparse.Namespace) -> BackfillConfig:
     )
 
 
+def text_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Rows as right-aligned columns under their keys, ``—`` for None.
+
+    pandas' ``to_string`` would do, but importing pandas costs every backfill
+    process ~0.4 s of CPU (several replicas start together on a small machine).
+    """
+    if not rows:
+        return "(no series)"
+    columns = list(rows[0])
+    cells = [["—" if row[c] is None else str(row[c]) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(line[i]) for line in cells)) for i, c in enumerate(columns)]
+    lines = [columns, *cells]
+    return "\n".join(
+        " ".join(v.rjust(w) for v, w in zip(line, widths, strict=True)) for line in lines
+    )
+
+
 def format_report(report: BackfillReport) -> str:
     """The per-series table and a one-line verdict, for people."""
-    frame = report.to_frame()
-    table = frame.fillna("—").to_string(index=False) if len(frame) else "(no series)"
+    table = text_table(report.to_dict()["series"])
     line = report.verdict()
     return f"{table}\n{line}" + (f"\nstopped early: {report.error}" if report.error else "")
 

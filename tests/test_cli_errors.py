@@ -202,13 +202,13 @@ INTERRUPT_DURING_IMPORTS = textwrap.dedent(
     """
     import os, signal, sys
 
-    class InterruptOnPandas:
+    class InterruptOnAiohttp:  # the heaviest module a backfill loads
         def find_spec(self, name, path=None, target=None):
-            if name == "pandas":
+            if name == "aiohttp":
                 os.kill(os.getpid(), signal.SIGINT)
             return None
 
-    sys.meta_path.insert(0, InterruptOnPandas())
+    sys.meta_path.insert(0, InterruptOnAiohttp())
     from livermore_nb.cli import main  # what the livermore-nb console script does
     sys.exit(main(sys.argv[1:]))
     """

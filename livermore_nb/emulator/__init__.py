@@ -36,10 +36,33 @@ Serves ``GET /api/v3/brokerage/products/{id}/candles`` (JWT, ES256 or EdDSA) and
   ``POST /_emulator/reset``.
 """
 
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from .config import DEFAULT_ILLIQUID, DEFAULT_SYNTHETIC, EmulatorConfig
 from .keys import TestKey, load_public_keys, make_test_key, public_key_from_secret, write_key_file
-from .server import Emulator, EmulatorThread, serve
-from .traffic import EmulatorStats
+
+if TYPE_CHECKING:
+    from .server import Emulator, EmulatorThread, serve
+    from .traffic import EmulatorStats
+
+_MODULE_OF = {"Emulator": "server", "EmulatorThread": "server", "serve": "server"}
+_MODULE_OF["EmulatorStats"] = "traffic"
+
+
+def __getattr__(name: str) -> Any:
+    """Import the server's names on first use.
+
+    The CLI reads the emulator's defaults (``config``) to build every command's
+    help; the server pulls in numpy and pandas, which a backfill never needs.
+    """
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "DEFAULT_ILLIQUID",

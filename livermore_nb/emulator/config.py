@@ -119,3 +119,8 @@ class EmulatorConfig:
 
 DEFAULT_CONFIG = EmulatorConfig()
 """The configuration used when none is given."""
+
+
+def recorded_files(folder: Path) -> dict[str, Path]:
+    """``{PRODUCT}.csv[.gz]`` files in ``folder`` → product → path."""
+    return {p.name.split(".")[0]: p for p in sorted(folder.glob("*.csv*"))}

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from ..candles import read_recorded_csv
-from .config import SYNTHETIC_PRICES, EmulatorConfig
+from .config import SYNTHETIC_PRICES, EmulatorConfig, recorded_files
 
 SYNTHETIC_PATTERN = re.compile(r"SYN\d+-USD")
 """Any product named like this is a synthetic product (for scale benchmarks)."""
@@ -134,11 +134,6 @@ def unit_hash(key: tuple[int, ...], index: np.ndarray) -> np.ndarray:
 def load_recorded(path: Path) -> pd.DataFrame:
     """Read one recorded CSV once per process (the frame is shared: never modify it)."""
     return read_recorded_csv(path)
-
-
-def recorded_files(folder: Path) -> dict[str, Path]:
-    """``{PRODUCT}.csv[.gz]`` files in ``folder`` → product → path."""
-    return {p.name.split(".")[0]: p for p in sorted(folder.glob("*.csv*"))}
 
 
 class RecordedSeries:
