@@ -36,9 +36,9 @@ Serves ``GET /api/v3/brokerage/products/{id}/candles`` (JWT, ES256 or EdDSA) and
   ``POST /_emulator/reset``.
 """
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ..lazy import lazy_getattr
 from .config import DEFAULT_ILLIQUID, DEFAULT_SYNTHETIC, EmulatorConfig
 from .keys import TestKey, load_public_keys, make_test_key, public_key_from_secret, write_key_file
 
@@ -50,18 +50,10 @@ _MODULE_OF = {"Emulator": "server", "EmulatorThread": "server", "serve": "server
 _MODULE_OF["EmulatorStats"] = "traffic"
 
 
-def __getattr__(name: str) -> Any:
-    """Import the server's names on first use.
-
-    The CLI reads the emulator's defaults (``config``) to build every command's
-    help; the server pulls in numpy and pandas, which a backfill never needs.
-    """
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _MODULE_OF, globals())
+"""The server's names load on first use: the CLI reads the emulator's defaults
+(``config``) for every command's help, and the server pulls in numpy and pandas,
+which a backfill never needs."""
 
 
 __all__ = [
