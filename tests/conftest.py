@@ -13,14 +13,34 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 import redis
+from aiohttp import web
 
 from livermore_nb.emulator import Emulator, EmulatorConfig, TestKey, make_test_key
 from livermore_nb.store import DEFAULT_KEY_TEMPLATE, connect_sync, scan_keys
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@asynccontextmanager
+async def serve(handler: Handler, path: str = "/{tail:.*}") -> AsyncIterator[str]:
+    """A local HTTP server answering GETs on ``path`` with ``handler`` (a hostile API); its URL."""
+    app = web.Application()
+    app.router.add_get(path, handler)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 from aiohttp import web
+from conftest import serve
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -294,14 +295,8 @@ async def crafted_api() -> AsyncIterator[str]:
             rows[2] = _candle(end - 3 * H, **BAD_CANDLES[product])
         return web.json_response({"candles": rows})
 
-    app = web.Application()
-    app.router.add_get("/api/v3/brokerage/market/products/{product}/candles", candles)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    await runner.cleanup()
+    async with serve(candles, "/api/v3/brokerage/market/products/{product}/candles") as url:
+        yield url
 
 
 async def test_invalid_candle_values_are_rejected_and_never_written(

@@ -13,15 +13,14 @@ import logging
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 import pytest
 import redis
 from aiohttp import web
-from conftest import RedisServer
+from conftest import Handler, RedisServer, serve
 
 from livermore_nb import store as store_module
 from livermore_nb.backfill import BackfillConfig, backfill
@@ -36,23 +35,7 @@ from livermore_nb.store import CandleStore, connect, resolve_redis_url
 from livermore_nb.timeframes import get_timeframe
 
 H = 3600
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 QUICK = RetryPolicy(attempts=3, backoff_initial_s=0.01, backoff_max_s=0.01, jitter_s=0)
-
-
-@asynccontextmanager
-async def serve(handler: Handler) -> AsyncIterator[str]:
-    """A local HTTP server answering every GET with ``handler``; yields its base URL."""
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", handler)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
 
 
 def rows(request: web.Request, n: int = 5, price: float = 100.0) -> list[dict[str, str]]:
