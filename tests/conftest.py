@@ -162,9 +162,19 @@ def regime_env(ec_key: TestKey, emulator_regime: Emulator) -> dict[str, str]:
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports on 127.0.0.1 that nothing listens on right now."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:  # all held open at once, so no port is handed out twice
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def wait_until(ready: Callable[[], bool], what: str, timeout_s: float = 10) -> None:
@@ -249,7 +259,8 @@ class LocalCluster:
             pytest.skip(f"Redis Cluster tests need redis-server 7+, found {version.stdout!r}")
         self.directory = directory
         self.password = password
-        self.nodes = [(free_port(), free_port()) for _ in range(size)]  # (port, bus port)
+        self.size = size
+        self.nodes: list[tuple[int, int]] = []  # (port, bus port)
         self.procs: list[subprocess.Popen[bytes]] = []
 
     @property
@@ -265,18 +276,14 @@ class LocalCluster:
 
     def start(self) -> LocalCluster:
         """Start every node, assign the slots, join them and wait for ``cluster_state:ok``."""
-        for port, bus in self.nodes:
-            args = ["redis-server", "--port", str(port), "--cluster-port", str(bus)]
-            args += ["--bind", "127.0.0.1", "--dir", str(self.directory), "--save", ""]
-            args += ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf"]
-            args += ["--cluster-node-timeout", "1000", "--cluster-allow-reads-when-down", "yes"]
-            args += ["--requirepass", self.password] if self.password else []
-            self.procs.append(
-                subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            )
-        clients = [self.node(i) for i in range(len(self.nodes))]
+        for _ in range(3):  # a port taken between its pick and the node's bind: pick again
+            clients = self._spawn()
+            if self._answering(clients):
+                break
+            self.stop()
+        else:
+            raise TimeoutError("cluster nodes kept exiting at start (ports taken?)")
         for i, client in enumerate(clients):
-            wait_until(client.ping, f"cluster node {i}")
             lo, hi = 16384 * i // len(clients), 16384 * (i + 1) // len(clients) - 1
             client.execute_command("CLUSTER", "ADDSLOTSRANGE", lo, hi)
             client.execute_command("CLUSTER", "SET-CONFIG-EPOCH", i + 1)
@@ -292,6 +299,36 @@ class LocalCluster:
             )
             client.close()
         return self
+
+    def _spawn(self) -> list[redis.Redis]:
+        """Start ``size`` nodes on fresh ports; a plain client on each."""
+        ports = free_ports(2 * self.size)
+        self.nodes = list(zip(ports[::2], ports[1::2], strict=True))
+        self.procs = []
+        for port, bus in self.nodes:
+            args = ["redis-server", "--port", str(port), "--cluster-port", str(bus)]
+            args += ["--bind", "127.0.0.1", "--dir", str(self.directory), "--save", ""]
+            args += ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf"]
+            args += ["--cluster-node-timeout", "1000", "--cluster-allow-reads-when-down", "yes"]
+            args += ["--requirepass", self.password] if self.password else []
+            self.procs.append(
+                subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            )
+        return [self.node(i) for i in range(self.size)]
+
+    def _answering(self, clients: list[redis.Redis], timeout_s: float = 10) -> bool:
+        """True once every node answers PING; False as soon as one has exited."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if any(proc.poll() is not None for proc in self.procs):
+                return False
+            try:
+                if all(client.ping() for client in clients):
+                    return True
+            except redis.exceptions.RedisError:
+                pass
+            time.sleep(0.02)
+        raise TimeoutError(f"cluster nodes not ready after {timeout_s} s")
 
     def kill(self, index: int) -> None:
         """SIGKILL one node and reap it."""
